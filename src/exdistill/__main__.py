@@ -1,0 +1,5 @@
+import sys
+
+from exdistill.cli import main
+
+sys.exit(main())

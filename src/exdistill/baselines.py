@@ -1,0 +1,136 @@
+"""The rows every result table carries: a random real subset at the same ipc, and full data.
+
+Both use the same protocol and seeds as the methods they sit beside, and are cached on disk
+(keyed by dataset, split, protocol, model, ipc, repeats, seed and library version) so a table
+can always show them without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from exdistill import __version__
+from exdistill.config import config_hash
+from exdistill.data.base import ImageDataset
+from exdistill.evaluate import PROTOCOLS, EvalResult, Protocol, evaluate_images, protocol_key
+from exdistill.io import write_json
+from exdistill.progress import Progress
+from exdistill.seeding import derive_seed, generator
+from exdistill.synthetic import sample_real
+
+BASELINES = ("random", "full")
+
+
+def random_subset(dataset: ImageDataset, ipc: int, seed: int) -> torch.Tensor:
+    """Indices of ``ipc`` random training images per class (the random baseline's set)."""
+    return torch.cat(sample_real(dataset, ipc, generator(seed, "random-subset")))
+
+
+def _dataset_key(dataset: ImageDataset) -> str:
+    return config_hash(
+        {
+            "name": dataset.name,
+            "source": dataset.source,
+            "sizes": [len(dataset.train), len(dataset.val), len(dataset.test)],
+            "shape": [dataset.channels, *dataset.image_size],
+            "label_sum": int(dataset.train.labels.sum()),
+        }
+    )
+
+
+def cache_path(
+    cache_dir: Path,
+    kind: str,
+    dataset: ImageDataset,
+    ipc: int,
+    protocol: Protocol,
+    model: str,
+    repeats: int,
+    seed: int,
+) -> Path:
+    key = config_hash(
+        {
+            "kind": kind,
+            "dataset": _dataset_key(dataset),
+            "ipc": ipc if kind == "random" else None,
+            "protocol": protocol_key(protocol, model),
+            "repeats": repeats,
+            "seed": seed,
+            "version": __version__,
+        }
+    )
+    return cache_dir / "baselines" / f"{dataset.name}-{kind}-{protocol.name}-{model}-{key}.json"
+
+
+def baseline(
+    kind: str,
+    dataset: ImageDataset,
+    ipc: int,
+    protocol: str | Protocol,
+    repeats: int = 3,
+    seed: int = 0,
+    model: str | None = None,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    cache_dir: Path | None = None,
+) -> EvalResult:
+    """Evaluate the ``random`` (fresh subset per repeat) or ``full`` baseline, cached."""
+    if kind not in BASELINES:
+        from exdistill.errors import ConfigError
+
+        raise ConfigError(f"unknown baseline '{kind}'; choose from: {', '.join(BASELINES)}")
+    proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
+    name = model or proto.model
+    path = None
+    if cache_dir is not None:
+        path = cache_path(cache_dir, kind, dataset, ipc, proto, name, repeats, seed)
+        if path.is_file():
+            try:
+                return EvalResult.from_dict(json.loads(path.read_text()))
+            except (json.JSONDecodeError, KeyError):
+                pass  # a damaged cache entry is recomputed
+    if kind == "full":
+        images, labels = dataset.normalized("train")
+        result = evaluate_images(
+            images, labels, dataset, proto, repeats, seed, name, device, progress
+        )
+    else:
+        results = []
+        for r in range(repeats):
+            idx = random_subset(dataset, ipc, derive_seed(seed, "random", r))
+            images = dataset.normalize(dataset.train.images[idx])
+            one = evaluate_images(
+                images,
+                dataset.train.labels[idx],
+                dataset,
+                proto,
+                1,
+                derive_seed(seed, "random", r),
+                name,
+                device,
+                progress,
+            )
+            results.append(one)
+        result = EvalResult(
+            proto.name,
+            name,
+            [a for r in results for a in r.test_accs],
+            [a for r in results for a in r.val_accs],
+            [s for r in results for s in r.seeds],
+            results[0].train_images,
+            sum(r.seconds for r in results),
+        )
+    if path is not None:
+        write_json(path, result.to_dict())
+    return result
+
+
+def baseline_steps(
+    kind: str, dataset: ImageDataset, ipc: int, protocol: str | Protocol, repeats: int
+) -> int:
+    proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
+    n = len(dataset.train) if kind == "full" else ipc * dataset.num_classes
+    return proto.train.total_steps(n) * repeats

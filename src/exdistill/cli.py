@@ -1,0 +1,365 @@
+"""``exdistill``: argv → config → library call → table. The only place that prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from exdistill import __version__
+from exdistill.config import load_yaml, merge, parse_overrides
+from exdistill.errors import ExdistillError
+
+MAIN_DEFAULT_OUT = "runs/edd-digits-ipc10"
+
+
+# ----------------------------------------------------------------------------- output helpers
+@contextlib.contextmanager
+def tqdm_progress(total: int, desc: str) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    with tqdm(
+        total=total or None,
+        desc=desc,
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+        file=sys.stderr,
+        mininterval=0.5,
+    ) as bar:
+        yield bar
+
+
+def fmt_acc(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "—"
+    return f"{100 * d['test_acc_mean']:.2f} ± {100 * d['test_acc_std']:.2f}"
+
+
+def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    print(line)
+    print("-+-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def print_distill_summary(metrics: dict[str, Any], out: Path) -> None:
+    ipc, n = metrics["ipc"], len(metrics["test_accs"])
+    rows = [(metrics["method"], str(ipc), fmt_acc(metrics), "test")]
+    base = metrics.get("baselines", {})
+    if base:
+        rows.append(("random subset", str(ipc), fmt_acc(base.get("random")), "test"))
+        rows.append(("full data", "all", fmt_acc(base.get("full")), "test"))
+    print(f"\n{metrics['dataset']}, protocol {metrics['protocol']}, {n} repeats, accuracy %")
+    print_table(rows, ("method", "ipc", "accuracy (mean ± std)", "split"))
+    for seg in metrics.get("segments", []):
+        if seg.get("eval"):
+            print(
+                f"  after segment {seg['segment']} (ipc {seg['cumulative_ipc']}): "
+                f"{fmt_acc(seg['eval'])}"
+            )
+    sim = metrics.get("update_similarity", {}).get("mean")
+    if sim is not None:
+        print(f"update similarity (mean pairwise cosine of image updates): {sim:.3f}")
+    print(f"\nwrote {out}/ (synthetic/, grid.png, metrics.json, report.md)")
+
+
+# ----------------------------------------------------------------------------- commands
+def _run_config(args: argparse.Namespace, **fixed: Any):
+    from exdistill.pipeline import RunConfig
+
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        data = load_yaml(args.config)
+    unknown = set(data) - {"run", "method"}
+    if unknown:
+        from exdistill.errors import ConfigError
+
+        raise ConfigError(f"unknown config section(s) {sorted(unknown)} (use 'run' and 'method')")
+    overrides = parse_overrides(args.set or [])
+    bad = set(overrides) - {"run", "method"}
+    if bad:
+        from exdistill.errors import ConfigError
+
+        raise ConfigError(f"--set keys start with 'run.' or 'method.', got {sorted(bad)}")
+    run = merge(RunConfig(), data.get("run", {}) or {}, prefix="run.")
+    flags = {k: v for k, v in fixed.items() if v is not None}
+    run = merge(run, flags, prefix="run.")
+    run = merge(run, overrides.get("run", {}), prefix="run.")
+    method = {**(data.get("method") or {})}
+    method = _deep_update(method, overrides.get("method", {}))
+    return run, method
+
+
+def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = (
+            _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def _distill_and_report(run, method: dict[str, Any], out: Path, overwrite: bool) -> None:
+    from exdistill.pipeline import distill
+    from exdistill.report import write_report
+
+    outcome = distill(run, method, out, overwrite=overwrite, progress=tqdm_progress)
+    write_report(out)
+    print_distill_summary(outcome.metrics, out)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    run, method = _run_config(
+        args,
+        method="edd",
+        dataset="digits",
+        ipc=10,
+        preset="quick",
+        seed=args.seed,
+        device=args.device,
+        repeats=args.repeats,
+    )
+    _distill_and_report(run, method, Path(args.out), args.overwrite)
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    method = args.method
+    run, overrides = _run_config(
+        args,
+        method=method,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        ipc=args.ipc,
+        preset=args.preset,
+        seed=args.seed,
+        device=args.device,
+        repeats=args.repeats,
+        protocol=args.protocol,
+        models=tuple(args.models.split(",")) if args.models else None,
+        baselines=False if args.no_baselines else None,
+    )
+    edd_flags: dict[str, Any] = {}
+    if args.base:
+        edd_flags["base"] = args.base
+    if args.segments:
+        edd_flags["segments"] = args.segments
+    if args.segment_ipc:
+        edd_flags["segment_ipc"] = args.segment_ipc
+    if edd_flags and run.method != "edd":
+        from exdistill.errors import ConfigError
+
+        raise ConfigError("--base, --segments and --segment-ipc apply to --method edd only")
+    overrides = _deep_update(edd_flags, overrides)
+    _distill_and_report(run, overrides, Path(args.out), args.overwrite)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from exdistill.pipeline import evaluate_dir
+
+    models = args.models.split(",") if args.models else ["convnet"]
+    metrics = evaluate_dir(
+        args.synset,
+        args.out,
+        args.protocol,
+        args.repeats,
+        args.seed,
+        models,
+        args.data_dir,
+        args.device,
+        args.overwrite,
+        tqdm_progress,
+    )
+    rows = [(m, fmt_acc(r), "test") for m, r in metrics["models"].items()]
+    print(
+        f"\n{metrics['dataset']} ipc {metrics['ipc']}, protocol {metrics['protocol']}, "
+        f"{args.repeats} repeats, accuracy %"
+    )
+    print_table(rows, ("model", "accuracy (mean ± std)", "split"))
+    print(f"\nwrote {args.out}/metrics.json")
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    from exdistill.pipeline import run_baseline
+
+    metrics = run_baseline(
+        args.kind,
+        args.dataset,
+        args.data_dir,
+        args.ipc,
+        args.protocol,
+        args.repeats,
+        args.seed,
+        args.out,
+        args.model,
+        args.device,
+        args.overwrite,
+        tqdm_progress,
+        use_cache=not args.no_cache,
+    )
+    ipc = str(args.ipc) if args.kind == "random" else "all"
+    print(f"\n{args.dataset}, protocol {args.protocol}, {args.repeats} repeats, accuracy %")
+    print_table(
+        [(args.kind, ipc, fmt_acc(metrics), "test")],
+        ("baseline", "ipc", "accuracy (mean ± std)", "split"),
+    )
+    print(f"\nwrote {args.out}/metrics.json")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from exdistill.synthetic import SyntheticSet
+
+    syn = SyntheticSet.load(args.synset)
+    out = Path(args.out) if args.out else Path(args.synset) / "grid.png"
+    syn.grid(out)
+    if args.export:
+        syn.export_imagefolder(args.export)
+        print(f"exported decoded images to {args.export}/train/<class>/")
+    print(f"wrote {out}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from exdistill.data.load import describe_datasets
+
+    rows = []
+    for d in describe_datasets():
+        rows.append(
+            (
+                d["name"],
+                d.get("location") or "(pass --data-dir)",
+                "yes" if d["found"] else "no",
+                d["description"],
+            )
+        )
+    print_table(rows, ("dataset", "looks in", "found", "description"))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from exdistill.report import write_report
+
+    path = write_report(Path(args.run_dir))
+    print(f"wrote {path}")
+
+
+def cmd_methods(args: argparse.Namespace) -> None:
+    from exdistill.methods import METHODS
+
+    print_table(
+        [(n, METHODS.get(n).description) for n in METHODS.names()], ("method", "description")
+    )
+
+
+# ----------------------------------------------------------------------------- parser
+def _common(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
+    p.add_argument("--seed", type=int, default=0, help="fixes every random draw (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument(
+        "--out",
+        required=out_default is None,
+        default=out_default,
+        help="output directory" + (f" (default {out_default})" if out_default else ""),
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exdistill", description="Dataset distillation with EDD and the methods it builds on."
+    )
+    parser.add_argument("--version", action="version", version=f"exdistill {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="the main job: EDD over IDC on built-in digits, ipc 10")
+    _common(p, MAIN_DEFAULT_OUT)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. --set method.reg_weight=0.1 --set run.repeats=5",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("distill", help="distill a dataset with one method, then evaluate it")
+    p.add_argument("--method", default="edd")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--preset", default="quick", help="quick (CPU budget) or paper")
+    p.add_argument("--protocol", help="evaluation protocol (default: the method's, quick or not)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--models", help="comma-separated evaluation networks (cross-architecture)")
+    p.add_argument("--no-baselines", action="store_true", help="skip random/full baselines")
+    p.add_argument("--base", help="EDD: the base method (idc, dc, dsa)")
+    p.add_argument("--segments", help="EDD: images per class per segment, e.g. 5,5")
+    p.add_argument("--segment-ipc", type=int, help="EDD: segments of this many images")
+    p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. --set method.lr_img=0.01",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("evaluate", help="train fresh networks on a saved synthetic set")
+    p.add_argument("synset", help="directory with synthetic.safetensors and synthetic.json")
+    p.add_argument("--protocol", default="idc-quick")
+    p.add_argument("--models", help="comma-separated networks, e.g. convnet,resnet10_ap")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data-dir")
+    _common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("baseline", help="random-subset or full-data accuracy")
+    p.add_argument("kind", choices=["random", "full"])
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--protocol", default="idc-quick")
+    p.add_argument("--model", help="network (default: the protocol's)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
+    _common(p)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("show", help="write the PNG grid of a saved synthetic set")
+    p.add_argument("synset")
+    p.add_argument("--out", help="PNG path (default SYNSET/grid.png)")
+    p.add_argument("--export", help="also export decoded images as an ImageFolder here")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("datasets", help="list datasets and whether their files are found")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("methods", help="list distillation methods")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("report", help="write plots and report.md for a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ExdistillError as err:
+        print(f"exdistill: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("exdistill: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Evaluation: train fresh networks on a (decoded) image set, report test accuracy over repeats.
+
+A protocol is a registered training recipe plus the network it trains. Every result keeps each
+repeat's test and validation accuracy and its seed; ``mean``/``std`` are derived. Validation
+accuracy exists for model selection; test accuracy is only ever reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from exdistill.config import config_hash, to_dict
+from exdistill.data.base import ImageDataset
+from exdistill.models import build_model
+from exdistill.progress import Progress
+from exdistill.registry import Registry
+from exdistill.seeding import derive_seed, generator
+from exdistill.train import TrainConfig, accuracy, train_classifier
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A training recipe and the default network it trains."""
+
+    name: str
+    train: TrainConfig
+    model: str = "convnet"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+
+_IDC = TrainConfig()
+_DC = TrainConfig(
+    epochs=300, batch_size=256, milestones=(0.5,), gamma=0.1, augment="", cutmix_prob=0.0
+)
+_DSA = replace(
+    _DC, epochs=1000, augment="color_crop_cutout_flip_scale_rotate", augment_mode="single"
+)
+# Quick variants for 2 CPU cores: the same recipes with 300 epochs, capped at 1500 SGD steps
+# (the cap only binds on large training sets such as the full-data baseline) and a width-64
+# ConvNet. Applied identically to every method, so rows stay comparable.
+_QUICK = {"epochs": 300, "max_steps": 1500}
+_QUICK_MODEL = {"width": 64}
+
+for _proto in (
+    Protocol(
+        "idc", _IDC, description="IDC: SGD 0.01, bs 64, 1000 ep, ×0.2 at 2/3, 5/6, aug+CutMix"
+    ),
+    Protocol("dc", _DC, description="DC: SGD 0.01, bs 256, 300 ep, ×0.1 at 1/2, no aug"),
+    Protocol("dsa", _DSA, description="DSA: as dc with 1000 epochs and DSA augmentation"),
+    Protocol(
+        "idc-quick",
+        replace(_IDC, **_QUICK),
+        model_options=_QUICK_MODEL,
+        description="idc, 300 ep, ≤1500 steps, ConvNet width 64",
+    ),
+    Protocol(
+        "dc-quick",
+        replace(_DC, **_QUICK),
+        model_options=_QUICK_MODEL,
+        description="dc, 300 ep, ≤1500 steps, ConvNet width 64",
+    ),
+    Protocol(
+        "dsa-quick",
+        replace(_DSA, **_QUICK),
+        model_options=_QUICK_MODEL,
+        description="dsa, 300 ep, ≤1500 steps, ConvNet width 64",
+    ),
+):
+    PROTOCOLS.add(_proto.name, _proto)
+
+
+@dataclass
+class EvalResult:
+    """Accuracies of ``repeats`` fresh networks trained on one image set."""
+
+    protocol: str
+    model: str
+    test_accs: list[float]
+    val_accs: list[float]
+    seeds: list[int]
+    train_images: int
+    seconds: float
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.test_accs)
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.test_accs) if len(self.test_accs) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "model": self.model,
+            "test_acc_mean": self.mean,
+            "test_acc_std": self.std,
+            "test_accs": self.test_accs,
+            "val_acc_mean": statistics.fmean(self.val_accs) if self.val_accs else None,
+            "val_accs": self.val_accs,
+            "seeds": self.seeds,
+            "train_images": self.train_images,
+            "seconds": round(self.seconds, 2),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
+        return cls(
+            d["protocol"],
+            d["model"],
+            d["test_accs"],
+            d["val_accs"],
+            d["seeds"],
+            d["train_images"],
+            d["seconds"],
+        )
+
+
+def protocol_key(protocol: Protocol, model: str) -> str:
+    return config_hash(
+        {
+            "train": to_dict(protocol.train),
+            "model": model,
+            "options": protocol.model_options if model == protocol.model else {},
+        }
+    )
+
+
+def train_and_test(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: ImageDataset,
+    protocol: Protocol,
+    seed: int,
+    model: str | None = None,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    tag: str = "eval",
+) -> tuple[float, float]:
+    """Train one fresh network on normalised ``images``/``labels``; (test acc, val acc)."""
+    name = model or protocol.model
+    options = protocol.model_options if name == protocol.model else {}
+    net = build_model(
+        name,
+        dataset.channels,
+        dataset.num_classes,
+        dataset.image_size,
+        generator=generator(seed, tag, name, "init"),
+        **options,
+    ).to(device)
+    train_classifier(
+        net, images, labels, protocol.train, generator(seed, tag, name, "train"), progress
+    )
+    test_x, test_y = dataset.normalized("test")
+    val_x, val_y = dataset.normalized("val")
+    return accuracy(net, test_x, test_y), accuracy(net, val_x, val_y)
+
+
+def evaluate_images(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: ImageDataset,
+    protocol: str | Protocol,
+    repeats: int = 3,
+    seed: int = 0,
+    model: str | None = None,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    ranks: tuple[int, int] = (0, 1),
+) -> EvalResult:
+    """Train ``repeats`` fresh networks on normalised ``images (N, C, H, W)``.
+
+    ``ranks=(rank, world)`` evaluates only repeats ``rank, rank+world, …`` (the caller gathers).
+    """
+    proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
+    name = model or proto.model
+    start = time.perf_counter()
+    tests, vals, seeds = [], [], []
+    rank, world = ranks
+    for r in range(rank, repeats, world):
+        s = derive_seed(seed, "repeat", r)
+        test, val = train_and_test(images, labels, dataset, proto, s, name, device, progress)
+        tests.append(test)
+        vals.append(val)
+        seeds.append(s)
+    return EvalResult(
+        proto.name, name, tests, vals, seeds, int(labels.shape[0]), time.perf_counter() - start
+    )
+
+
+def eval_steps(num_images: int, protocol: str | Protocol, repeats: int) -> int:
+    """Total SGD steps an evaluation will take (for progress bars)."""
+    proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
+    return proto.train.total_steps(num_images) * repeats

@@ -1,0 +1,12 @@
+"""Distillation methods, one module each, registered in ``METHODS``."""
+
+from exdistill.methods import edd, gradient, random_subset  # noqa: F401  (registration)
+from exdistill.methods.base import (
+    METHODS,
+    DistillContext,
+    DistillResult,
+    MethodSpec,
+    resolve_config,
+)
+
+__all__ = ["METHODS", "DistillContext", "DistillResult", "MethodSpec", "resolve_config"]

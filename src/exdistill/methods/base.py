@@ -1,0 +1,86 @@
+"""What every distillation method shares: the registry, the run context, presets.
+
+A method is one module that registers a ``MethodSpec``: its typed config, its presets and the
+function that distills. Adding a method means adding one module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from exdistill.data.base import ImageDataset
+from exdistill.progress import Progress
+from exdistill.registry import Registry
+from exdistill.synthetic import SyntheticSet
+
+
+def _no_log(record: dict[str, Any]) -> None:
+    pass
+
+
+@dataclass
+class DistillContext:
+    """Everything a method needs besides its own config."""
+
+    dataset: ImageDataset
+    ipc: int
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: Progress | None = None
+    log: Callable[[dict[str, Any]], None] = _no_log  # one JSON-able record per call (metrics)
+    # Evaluates an intermediate synthetic set (EDD's accuracy after each segment); None skips.
+    evaluate: Callable[[SyntheticSet], dict[str, Any]] | None = None
+
+
+@dataclass
+class DistillResult:
+    """A method's output: the synthetic set, where it started, and method-specific records."""
+
+    synthetic: SyntheticSet
+    initial_images: torch.Tensor | None = None  # stored images before distillation
+    records: dict[str, Any] = field(default_factory=dict)  # e.g. EDD's per-segment table
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method.
+
+    ``presets(preset, dataset_name, ipc)`` returns config overrides (a nested dict);
+    ``steps(cfg, ctx)`` the number of progress units ``run`` will report;
+    ``run(ctx, cfg)`` returns the synthetic set.
+    """
+
+    name: str
+    config_cls: type
+    run: Callable[[DistillContext, Any], DistillResult]
+    presets: Callable[[str, str, int], dict[str, Any]]
+    steps: Callable[[Any, DistillContext], int]
+    protocol: str = "idc"  # evaluation protocol family used by default
+    description: str = ""
+    # Bases EDD can wrap expose ``distiller(cfg, ctx)`` → an object with ``distill_segment``.
+    distiller: Callable[[Any, DistillContext], Any] | None = None
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+PRESETS = ("quick", "paper")
+
+
+def resolve_config(
+    name: str, preset: str, dataset: str, ipc: int, overrides: dict[str, Any] | None = None
+) -> Any:
+    """A method's config: defaults ← preset(dataset, ipc) ← overrides (YAML, ``--set``)."""
+    from exdistill.config import merge
+    from exdistill.errors import ConfigError
+
+    if preset not in PRESETS:
+        raise ConfigError(f"preset: unknown '{preset}'; choose from: {', '.join(PRESETS)}")
+    spec = METHODS.get(name)
+    cfg = merge(spec.config_cls(), spec.presets(preset, dataset, ipc))
+    cfg = merge(cfg, overrides or {})
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg

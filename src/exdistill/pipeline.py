@@ -1,0 +1,372 @@
+"""End-to-end jobs composed from the library: distill → save → evaluate → baselines → report.
+
+The CLI calls these; they never parse argv, print or exit. Progress goes through a
+``progress(total, description)`` factory returning a context manager with ``update``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from exdistill import __version__
+from exdistill.analysis import update_similarity
+from exdistill.baselines import baseline, baseline_steps
+from exdistill.config import config_hash, merge, require, to_dict
+from exdistill.data import ImageDataset, load_dataset
+from exdistill.data.load import cache_root
+from exdistill.evaluate import PROTOCOLS, EvalResult, eval_steps, evaluate_images
+from exdistill.io import atomic_write, write_json
+from exdistill.methods import METHODS, DistillContext, resolve_config
+from exdistill.progress import NullProgress
+from exdistill.runs import MetricsLog, prepare_run_dir, start_run
+from exdistill.synthetic import SyntheticSet
+
+ProgressFactory = Callable[[int, str], Any]  # (total, description) -> context manager
+
+
+def no_progress(total: int, desc: str) -> Any:
+    return contextlib.nullcontext(NullProgress())
+
+
+@dataclass
+class RunConfig:
+    """What to distill and how to judge it (the method's own config is separate)."""
+
+    method: str = "edd"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    ipc: int = 10
+    preset: str = "quick"
+    seed: int = 0
+    protocol: str = ""  # "" → the method's protocol family (+"-quick" with the quick preset)
+    repeats: int = 3
+    models: tuple[str, ...] = ()  # evaluation networks; () → the protocol's network
+    baselines: bool = True  # also evaluate random subset and full data (cached)
+    device: str = "cpu"
+    val_fraction: float = 0.1
+
+    def validate(self) -> None:
+        require(self.ipc >= 1, f"ipc: must be ≥ 1, got {self.ipc}")
+        require(self.repeats >= 1, f"repeats: must be ≥ 1, got {self.repeats}")
+        require(0 < self.val_fraction < 1, "val_fraction: must be in (0, 1)")
+        METHODS.get(self.method)
+        if self.protocol:
+            PROTOCOLS.get(self.protocol)
+
+    def resolved_protocol(self) -> str:
+        if self.protocol:
+            return self.protocol
+        family = METHODS.get(self.method).protocol
+        return f"{family}-quick" if self.preset == "quick" else family
+
+
+def _check_model_fits(dataset: ImageDataset, models: list[str], options: dict) -> None:
+    """Build each evaluation network once on a dummy batch: fail before any work."""
+    from exdistill.errors import ConfigError
+    from exdistill.models import build_model
+
+    for name in models:
+        try:
+            net = build_model(name, dataset.channels, dataset.num_classes, dataset.image_size)
+            net.eval()
+            with torch.no_grad():
+                net(torch.zeros(1, dataset.channels, *dataset.image_size))
+        except ConfigError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure here means "does not fit"
+            raise ConfigError(
+                f"models: '{name}' cannot take {dataset.channels}×{dataset.image_size[0]}×"
+                f"{dataset.image_size[1]} images ({type(err).__name__}: {err})"
+            ) from None
+
+
+@dataclass
+class DistillOutcome:
+    synthetic: SyntheticSet
+    metrics: dict[str, Any]
+    records: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_set(
+    syn: SyntheticSet,
+    dataset: ImageDataset,
+    protocol: str,
+    repeats: int,
+    seed: int,
+    models: list[str],
+    device: str,
+    progress: ProgressFactory,
+) -> dict[str, EvalResult]:
+    images, labels = syn.decoded()
+    results = {}
+    for model in models:
+        total = eval_steps(labels.shape[0], protocol, repeats)
+        with progress(total, f"evaluate {model}") as bar:
+            results[model] = evaluate_images(
+                images, labels, dataset, protocol, repeats, seed, model, device, bar
+            )
+    return results
+
+
+def baselines_for(
+    dataset: ImageDataset,
+    ipc: int,
+    protocol: str,
+    repeats: int,
+    seed: int,
+    model: str,
+    device: str,
+    progress: ProgressFactory,
+) -> dict[str, dict[str, Any]]:
+    out = {}
+    for kind in ("random", "full"):
+        with progress(
+            baseline_steps(kind, dataset, ipc, protocol, repeats), f"baseline {kind}"
+        ) as bar:
+            out[kind] = baseline(
+                kind,
+                dataset,
+                ipc,
+                protocol,
+                repeats,
+                seed,
+                model,
+                device,
+                bar,
+                cache_dir=cache_root(),
+            ).to_dict()
+    return out
+
+
+def distill(
+    run: RunConfig,
+    method_overrides: dict[str, Any],
+    out: str | Path,
+    overwrite: bool = False,
+    progress: ProgressFactory = no_progress,
+) -> DistillOutcome:
+    """Distill, save the set and its pictures, evaluate, and write ``metrics.json``."""
+    # --- validate everything before any work or any write
+    run.validate()
+    out = prepare_run_dir(out, overwrite)
+    dataset = load_dataset(run.dataset, run.data_dir, val_fraction=run.val_fraction)
+    spec = METHODS.get(run.method)
+    cfg = resolve_config(run.method, run.preset, run.dataset, run.ipc, method_overrides)
+    protocol = run.resolved_protocol()
+    proto = PROTOCOLS.get(protocol)
+    models = list(run.models) or [proto.model]
+    _check_model_fits(dataset, models, proto.model_options)
+    small = min(len(i) for i in dataset.class_indices("train"))
+    require(
+        small >= run.ipc,
+        f"ipc: {run.ipc} exceeds the {small} training images of the "
+        f"smallest class of {dataset.name}",
+    )
+    device = torch.device(run.device)
+    resolved = {"run": to_dict(run), "method": to_dict(cfg), "version": __version__}
+
+    start_run(out, resolved, overwrite)
+    log = MetricsLog(out / "log.jsonl")
+
+    def evaluate_partial(syn: SyntheticSet) -> dict[str, Any]:
+        res = evaluate_set(
+            syn, dataset, protocol, run.repeats, run.seed, models[:1], run.device, progress
+        )
+        return res[models[0]].to_dict()
+
+    ctx = DistillContext(dataset, run.ipc, run.seed, device, None, log, evaluate_partial)
+    t0 = time.perf_counter()
+    with progress(spec.steps(cfg, ctx), f"distill {run.method}") as bar:
+        ctx.progress = bar
+        result = spec.run(ctx, cfg)
+    distill_seconds = time.perf_counter() - t0
+
+    syn = result.synthetic
+    syn.info.update(
+        {
+            "method": run.method,
+            "config": to_dict(cfg),
+            "config_hash": config_hash(cfg),
+            "seed": run.seed,
+            "preset": run.preset,
+            "distill_seconds": round(distill_seconds, 2),
+        }
+    )
+    syn.save(out / "synthetic")
+    syn.grid(out / "grid.png")
+
+    t1 = time.perf_counter()
+    evals = evaluate_set(
+        syn, dataset, protocol, run.repeats, run.seed, models, run.device, progress
+    )
+    main = evals[models[0]].to_dict()
+    metrics: dict[str, Any] = {
+        "method": run.method,
+        "dataset": run.dataset,
+        "ipc": run.ipc,
+        "protocol": protocol,
+        "split": "test",
+        "seed": run.seed,
+        "preset": run.preset,
+        "test_acc_mean": main["test_acc_mean"],
+        "test_acc_std": main["test_acc_std"],
+        "test_accs": main["test_accs"],
+        "val_acc_mean": main["val_acc_mean"],
+        "models": {m: r.to_dict() for m, r in evals.items()},
+        "distill_seconds": round(distill_seconds, 2),
+        "eval_seconds": round(time.perf_counter() - t1, 2),
+        "config_hash": config_hash(cfg),
+        "library_version": __version__,
+    }
+    if result.initial_images is not None and run.method != "random":
+        metrics["update_similarity"] = update_similarity(
+            result.initial_images, syn.images, syn.labels
+        )
+    if result.records:
+        metrics.update(result.records)
+    if run.baselines:
+        metrics["baselines"] = baselines_for(
+            dataset, run.ipc, protocol, run.repeats, run.seed, models[0], run.device, progress
+        )
+    if result.initial_images is not None:
+        atomic_write(
+            out / "initial.safetensors",
+            lambda p: save_file({"images": result.initial_images.contiguous()}, str(p)),
+        )
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "run.json", {"status": "done"})
+    return DistillOutcome(syn, metrics, result.records)
+
+
+def evaluate_dir(
+    synset_dir: str | Path,
+    out: str | Path,
+    protocol: str,
+    repeats: int,
+    seed: int,
+    models: list[str],
+    data_dir: str | None,
+    device: str,
+    overwrite: bool = False,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, Any]:
+    """Evaluate a saved synthetic set (``exdistill evaluate``)."""
+    syn = SyntheticSet.load(synset_dir)
+    name = syn.dataset.get("name")
+    if not name:
+        from exdistill.errors import DataError
+
+        raise DataError(f"{synset_dir}: the sidecar does not name its dataset")
+    PROTOCOLS.get(protocol)
+    out = prepare_run_dir(out, overwrite)
+    dataset = load_dataset(name, data_dir)
+    _check_model_fits(dataset, models, {})
+    start_run(
+        out,
+        {
+            "synset": str(synset_dir),
+            "protocol": protocol,
+            "repeats": repeats,
+            "seed": seed,
+            "models": models,
+        },
+        overwrite,
+    )
+    evals = evaluate_set(syn, dataset, protocol, repeats, seed, models, device, progress)
+    main = evals[models[0]].to_dict()
+    metrics = {
+        "synset": str(synset_dir),
+        "method": syn.info.get("method"),
+        "dataset": name,
+        "ipc": syn.ipc,
+        "protocol": protocol,
+        "split": "test",
+        "seed": seed,
+        "test_acc_mean": main["test_acc_mean"],
+        "test_acc_std": main["test_acc_std"],
+        "test_accs": main["test_accs"],
+        "models": {m: r.to_dict() for m, r in evals.items()},
+        "library_version": __version__,
+    }
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "run.json", {"status": "done"})
+    return metrics
+
+
+def run_baseline(
+    kind: str,
+    dataset_name: str,
+    data_dir: str | None,
+    ipc: int,
+    protocol: str,
+    repeats: int,
+    seed: int,
+    out: str | Path,
+    model: str | None,
+    device: str,
+    overwrite: bool = False,
+    progress: ProgressFactory = no_progress,
+    use_cache: bool = True,
+) -> dict[str, Any]:
+    """``exdistill baseline {random,full}``."""
+    proto = PROTOCOLS.get(protocol)
+    require(ipc >= 1, f"ipc: must be ≥ 1, got {ipc}")
+    require(repeats >= 1, f"repeats: must be ≥ 1, got {repeats}")
+    out = prepare_run_dir(out, overwrite)
+    dataset = load_dataset(dataset_name, data_dir)
+    model = model or proto.model
+    _check_model_fits(dataset, [model], {})
+    if kind == "random":
+        small = min(len(i) for i in dataset.class_indices("train"))
+        require(
+            small >= ipc,
+            f"ipc: {ipc} exceeds the {small} training images of the smallest "
+            f"class of {dataset.name}",
+        )
+    start_run(
+        out,
+        {
+            "baseline": kind,
+            "dataset": dataset_name,
+            "ipc": ipc,
+            "protocol": protocol,
+            "repeats": repeats,
+            "seed": seed,
+        },
+        overwrite,
+    )
+    with progress(baseline_steps(kind, dataset, ipc, protocol, repeats), f"{kind}") as bar:
+        res = baseline(
+            kind,
+            dataset,
+            ipc,
+            protocol,
+            repeats,
+            seed,
+            model,
+            device,
+            bar,
+            cache_dir=cache_root() if use_cache else None,
+        ).to_dict()
+    metrics = {
+        "method": kind,
+        "dataset": dataset_name,
+        "ipc": ipc,
+        "split": "test",
+        **res,
+        "library_version": __version__,
+    }
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "run.json", {"status": "done"})
+    return metrics
+
+
+__all__ = ["RunConfig", "distill", "evaluate_dir", "merge", "run_baseline"]

@@ -1,0 +1,48 @@
+"""Run directories: refuse to clobber another run, record the resolved config and metrics."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exdistill.errors import ConfigError
+from exdistill.io import append_jsonl, write_json, write_text
+
+MARKER = "run.json"
+
+
+def prepare_run_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Check that ``path`` may take a new run (empty, missing, or ``overwrite``). Writes nothing.
+
+    The directory itself is created by ``start_run`` once all validation has passed.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"out: {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"out: {path} already holds files (another run?); pass --overwrite to replace them"
+        )
+    return path
+
+
+def start_run(path: Path, config: dict[str, Any], overwrite: bool = False) -> Path:
+    if overwrite and path.is_dir():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_text(path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_json(path / MARKER, {"status": "running"})
+    return path
+
+
+class MetricsLog:
+    """Appends one JSON line per record to ``DIR/log.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.path, record)
