@@ -72,8 +72,8 @@ def test_generator_makes_initialisation_reproducible(name: str) -> None:
 
 
 def test_depth_for_resolution() -> None:
-    assert [depth_for_resolution(s) for s in (8, 28, 32, 33, 64, 65, 128, 256)] == [
-        3, 3, 3, 4, 4, 5, 5, 5,
+    assert [depth_for_resolution(s) for s in (8, 16, 17, 28, 32, 33, 64, 65, 128, 256)] == [
+        2, 2, 3, 3, 3, 4, 4, 5, 5, 5,
     ]  # fmt: skip
 
 
@@ -84,7 +84,7 @@ def test_depth_for_resolution() -> None:
         ((1, 28, 28), 128 * 4 * 4),  # MNIST padded to 32 by the first conv, as in DC
         ((3, 64, 64), 128 * 4 * 4),  # ConvNet-4 on Tiny-ImageNet
         ((3, 128, 128), 128 * 4 * 4),  # ConvNet-5 on 128 px ImageNet subsets
-        ((1, 8, 8), 128),  # digits: the last pool reaches 1×1
+        ((1, 8, 8), 128 * 2 * 2),  # digits: ConvNet-2, 8 → 4 → 2
     ],
 )
 def test_convnet_feature_sizes(shape: tuple[int, int, int], features: int) -> None:

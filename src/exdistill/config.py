@@ -133,9 +133,21 @@ def merge(obj: T, data: dict[str, Any], prefix: str = "") -> T:
         current = getattr(obj, key)
         if is_dataclass(current) and isinstance(value, dict):
             changes[key] = merge(current, value, prefix=f"{name}.")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            # A mapping field (e.g. EDD's base_config) is updated key by key, so overriding one
+            # key keeps the rest of what defaults or a preset put there.
+            changes[key] = _convert(_deep_update(current, value), types_[key], name)
         else:
             changes[key] = _convert(value, types_[key], name)
     return replace(obj, **changes)
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in new.items():
+        both = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = _deep_update(out[k], v) if both else v
+    return out
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -88,6 +88,22 @@ def _check_model_fits(dataset: ImageDataset, models: list[str], options: dict) -
             ) from None
 
 
+def _check_method_fits(cfg: Any, ipc: int, dataset: ImageDataset) -> int:
+    """Reject method values that are only impossible for this ipc or these images (EDD segments
+    not summing to ipc, a factor not dividing the image size) before the run directory exists
+    (DESIGN.md §6). Returns how many real images per class the initial set draws per ipc."""
+    from exdistill.methods.edd import EDDConfig, base_config, resolve_segments
+    from exdistill.synthetic import check_factor
+
+    real_init = isinstance(cfg, EDDConfig) or getattr(cfg, "init", "real") == "real"
+    if isinstance(cfg, EDDConfig):
+        resolve_segments(cfg, ipc)
+        cfg = base_config(cfg)
+    factor = int(getattr(cfg, "factor", 1))
+    check_factor(factor, dataset.image_size)
+    return factor**2 if real_init else 1
+
+
 @dataclass
 class DistillOutcome:
     synthetic: SyntheticSet
@@ -164,11 +180,13 @@ def distill(
     proto = PROTOCOLS.get(protocol)
     models = list(run.models) or [proto.model]
     _check_model_fits(dataset, models, proto.model_options)
+    per_ipc = _check_method_fits(cfg, run.ipc, dataset)
     small = min(len(i) for i in dataset.class_indices("train"))
     require(
-        small >= run.ipc,
-        f"ipc: {run.ipc} exceeds the {small} training images of the "
-        f"smallest class of {dataset.name}",
+        small >= run.ipc * per_ipc,
+        f"ipc: {run.ipc}"
+        + (f" × factor² {per_ipc}" if per_ipc > 1 else "")
+        + f" exceeds the {small} training images of the smallest class of {dataset.name}",
     )
     device = torch.device(run.device)
     resolved = {"run": to_dict(run), "method": to_dict(cfg), "version": __version__}

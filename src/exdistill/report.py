@@ -41,7 +41,7 @@ def plot_loss(log: list[dict[str, Any]], path: Path) -> str | None:
 
 def plot_similarity(sim: dict[str, Any], path: Path) -> str | None:
     vals = [v if v is not None else np.nan for v in sim.get("per_class", [])]
-    if not vals:
+    if not vals or sim.get("mean") is None:  # None: no class has two images (ipc 1)
         return None
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar(range(len(vals)), vals)

@@ -193,6 +193,8 @@ class SyntheticSet:
             meta = json.loads(sidecar_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise DataError(f"{sidecar_path}: not valid JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{sidecar_path}: expected a JSON object")
         try:
             tensors = load_file(str(tensors_path))
         except (SafetensorError, OSError, ValueError) as err:
@@ -206,6 +208,15 @@ class SyntheticSet:
                 f"{tensors_path}: images {tuple(images.shape)} and labels {tuple(labels.shape)} "
                 "do not match"
             )
+        segments = tensors.get("segments")
+        if segments is not None and tuple(segments.shape) != tuple(labels.shape):
+            raise DataError(f"{tensors_path}: segments {tuple(segments.shape)} do not match labels")
+        classes = len(meta.get("dataset", {}).get("class_names", [])) or None
+        if labels.numel() and (labels.min() < 0 or (classes and labels.max() >= classes)):
+            raise DataError(f"{tensors_path}: labels out of range for {classes} classes")
+        factor = meta.get("factor", 1)
+        if not isinstance(factor, int) or factor < 1 or any(s % factor for s in images.shape[2:]):
+            raise DataError(f"{sidecar_path}: factor {factor!r} does not divide the image size")
         info = {
             k: v
             for k, v in meta.items()
@@ -274,4 +285,5 @@ class SyntheticSet:
 
 
 def _safe_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+    return safe if safe.strip(".") else "_" * len(safe)  # "." or ".." would leave the folder

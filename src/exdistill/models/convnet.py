@@ -31,7 +31,11 @@ from exdistill.models.layers import (
 
 # (largest side, depth): ConvNet-3 for ≤32 px (CIFAR, MNIST), ConvNet-4 for ≤64 px
 # (Tiny-ImageNet), ConvNet-5 above (128 px ImageNet subsets), as MTT/DM/IDC use them.
-DEPTH_BY_RESOLUTION: tuple[tuple[int, int], ...] = ((32, 3), (64, 4))
+# Depth 2 up to 16 px is ours (the literature starts at 28 px). Evidence on digits (8×8), mean
+# validation accuracy of 2 repeats, protocol idc-quick (width 64): random ipc 10 → 89.3 / 95.2 /
+# 83.5 % at depth 1 / 2 / 3; DC ipc 1 (100 iterations) → 87.1 / 88.2 / 11.4 %: at depth 3 the
+# last blocks see 2×2 maps whose instance norm leaves gradients too noisy to match.
+DEPTH_BY_RESOLUTION: tuple[tuple[int, int], ...] = ((16, 2), (32, 3), (64, 4))
 DEPTH_ABOVE = 5
 
 
@@ -40,7 +44,7 @@ def depth_for_resolution(size: int) -> int:
 
     Example:
         >>> [depth_for_resolution(s) for s in (8, 28, 32, 64, 128)]
-        [3, 3, 3, 4, 5]
+        [2, 3, 3, 4, 5]
     """
     for largest, depth in DEPTH_BY_RESOLUTION:
         if size <= largest:
