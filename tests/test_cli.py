@@ -35,6 +35,8 @@ DISTILL = [
     "method.match_steps=2",
     "--set",
     "run.protocol=dc-quick",
+    "--set",
+    "method.factor=2",
 ]
 
 

@@ -53,7 +53,7 @@ def test_idc_images_stay_in_the_valid_range(digits):
 
 
 def test_idc_decodes_factor_squared_images(digits):
-    syn = _distill("idc", digits, ipc=1).synthetic
+    syn = _distill("idc", digits, ipc=1, factor=2).synthetic
     images, labels = syn.decoded()
     assert syn.factor == 2 and images.shape == (40, 1, 8, 8) and labels.shape == (40,)
 
@@ -87,7 +87,7 @@ def test_factor_must_divide_the_image_size(digits):
 
 
 def test_idc_learning_rate_scales_with_ipc(digits):
-    cfg = resolve_config("idc", "quick", "digits", 2, {**TINY, "iterations": 1})
+    cfg = resolve_config("idc", "quick", "digits", 2, {**TINY, "iterations": 1, "factor": 2})
     matcher = GradientMatching(cfg, DistillContext(digits, 2))
     seen = []
     original = torch.optim.SGD.__init__

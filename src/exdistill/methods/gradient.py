@@ -219,6 +219,7 @@ class GradientMatching:
                     self.augment,
                     gen,
                     cfg.class_chunk,
+                    inputs=[syn],
                 )
                 if not math.isfinite(loss):
                     raise NumericalError(
@@ -342,7 +343,10 @@ def idc_presets(preset: str, dataset: str, ipc: int) -> dict[str, Any]:
             "lr_img": 5e-3,
         }
     if _small(dataset):
-        return {"iterations": 30, "match_steps": 10, "net_steps": 1}
+        # factor 1 on 8×8 digits: 4×4 tiles lose the digit. Evidence (validation accuracy,
+        # idc-quick protocol, 2 repeats, ipc 10, 30×10 matching steps, seed 0):
+        # factor 2 → 76.1 %, factor 1 → 98.5 % (random subset: 95.2 %).
+        return {"iterations": 30, "match_steps": 10, "net_steps": 1, "factor": 1}
     return {"iterations": 20, "match_steps": 10, "net_steps": 1, "model_options": {"width": 64}}
 
 

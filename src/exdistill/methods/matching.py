@@ -143,11 +143,14 @@ def match_and_backward(
     augment: Augment | None,
     generator: torch.Generator,
     class_chunk: int = 0,
+    inputs: list[torch.Tensor] | None = None,
 ) -> float:
     """Sum the matching loss over ``classes`` chunk by chunk, back-propagating each chunk into
     the stored images (their ``.grad`` accumulates). Returns the total loss value.
 
     ``make_batches(chunk)`` builds the chunk's ClassBatch terms (decoding only those classes).
+    ``inputs``: the leaves that need gradients (the stored images); naming them skips the
+    backward into θ's parameters (−7 % FLOPs, identical results; benchmarks/matching_speed.py).
     """
     total = 0.0
     for chunk in chunks(list(classes), class_chunk):
@@ -156,6 +159,6 @@ def match_and_backward(
             for batch in make_batches(chunk)
         )
         if isinstance(loss, torch.Tensor) and loss.requires_grad:
-            loss.backward()
+            loss.backward(inputs=inputs)
         total += float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     return total
