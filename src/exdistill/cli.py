@@ -348,8 +348,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_allocator() -> None:
+    """Keep freed activations in glibc's heap instead of returning them to the OS each step.
+
+    Evidence (benchmarks/matching_speed.py, CIFAR shape, 1 thread): system time 10.0 → 3.2 s,
+    matching step −12 %. The same as GLIBC_TUNABLES=glibc.malloc.trim_threshold=4294967296:
+    glibc.malloc.mmap_threshold=33554432:glibc.malloc.top_pad=268435456. No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_trim_threshold, (1 << 31) - 1)  # mallopt takes a C int
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_top_pad, 256 << 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_allocator()
     try:
         args.func(args)
     except ExdistillError as err:
