@@ -22,20 +22,6 @@ from exdistill.report import plot_similarity, write_report
 from exdistill.train import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXDISTILL_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: more intra-op threads only add contention (5× slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -22,11 +22,6 @@ from exdistill.config import (
 from exdistill.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXDISTILL_CACHE", str(tmp_path / "cache"))
-
-
 @dataclass
 class Optim:
     lr: float = 0.1

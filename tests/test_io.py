@@ -10,11 +10,6 @@ import pytest
 from exdistill.io import append_jsonl, atomic_write, read_jsonl, write_bytes, write_json, write_text
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXDISTILL_CACHE", str(tmp_path / "cache"))
-
-
 class Boom(Exception):
     pass
 

@@ -8,11 +8,6 @@ from exdistill.errors import ConfigError
 from exdistill.registry import Registry
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXDISTILL_CACHE", str(tmp_path / "cache"))
-
-
 def test_register_decorator_returns_the_object_and_get_finds_it() -> None:
     reg: Registry = Registry("widget")
 

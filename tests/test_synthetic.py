@@ -28,11 +28,6 @@ from exdistill.synthetic import (
 )
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXDISTILL_CACHE", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")

@@ -33,20 +33,6 @@ PLAIN = TrainConfig(
 TINY = Protocol("test-tiny", replace(PLAIN, max_steps=20), model_options={"width": 16})
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXDISTILL_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: more intra-op threads only add contention (5× slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")

@@ -68,6 +68,7 @@ class EDDConfig:
         require(all(n >= 1 for n in self.segments), "segments: every segment needs ≥ 1 image")
         spec = METHODS.get(self.base)
         require(spec.distiller is not None, f"base: EDD cannot wrap '{self.base}'")
+        base_config(self)  # unknown or impossible base_config values fail here, before work
 
 
 def resolve_segments(cfg: EDDConfig, ipc: int) -> tuple[int, ...]:

@@ -1,0 +1,159 @@
+"""Checkpoints of a running distillation: tensors in safetensors, scalars and records in JSON.
+
+A checkpoint lives in ``RUN_DIR/checkpoint/``::
+
+    checkpoint.json          the commit record: which tensor file, its sha256, the metrics-log
+                             length and the method's own ``meta`` (segment, iteration, records)
+    state-0.safetensors      tensors (images, optimiser state, generator states as uint8, ...)
+    state-1.safetensors      the other slot: each save writes the slot the record does not name
+
+A save writes the tensor file first (temp + rename), then the record (temp + rename), so a run
+killed at any moment leaves the previous record pointing at its own, untouched tensor file.
+Loading reads JSON and safetensors only (no pickle: a checkpoint cannot run code) and checks the
+digest, so a truncated or edited file is a one-line ``DataError``. A tensor holding NaN/Inf is
+never written: ``save`` raises ``NumericalError`` and the last good checkpoint stays on disk.
+
+Example:
+    >>> ckpt = Checkpointer(run_dir / "checkpoint")
+    >>> ckpt.save({"images": x, "rng": gen.get_state()}, {"segment": 0, "iteration": 10})
+    >>> ckpt.load().meta["iteration"]
+    10
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from exdistill.errors import DataError, NumericalError
+from exdistill.io import atomic_write, write_json
+
+FORMAT_VERSION = 1
+RECORD_FILE = "checkpoint.json"
+SLOTS = ("state-0.safetensors", "state-1.safetensors")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the tensors, the method's meta, and how many log records it covers."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    log_records: int = 0
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _where(meta: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {meta[k]}" for k in ("segment", "iteration") if k in meta) or "start"
+
+
+@dataclass
+class Checkpointer:
+    """Saves and loads the checkpoint of one run under ``directory``.
+
+    ``log_records`` (optional) returns how many metrics-log records have been written; it is
+    stored with each save so a resumed run can drop the records written after the checkpoint.
+    """
+
+    directory: Path
+    log_records: Callable[[], int] | None = None
+    _cache: Checkpoint | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+
+    @property
+    def record_path(self) -> Path:
+        return self.directory / RECORD_FILE
+
+    def save(self, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Write ``state`` (tensors) and ``meta`` (JSON-able) as the new checkpoint."""
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise NumericalError(f"'{name}' holds NaN/Inf at {_where(meta)}")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        slot = SLOTS[1] if self._current_slot() == SLOTS[0] else SLOTS[0]
+        digest = ""
+
+        def write(path: Path) -> None:
+            nonlocal digest
+            save_file(tensors, str(path), metadata={"format": "exdistill-checkpoint"})
+            digest = _sha256(path)
+
+        atomic_write(self.directory / slot, write)
+        record = {
+            "format_version": FORMAT_VERSION,
+            "tensors": slot,
+            "sha256": digest,
+            "log_records": self.log_records() if self.log_records else 0,
+            "meta": meta,
+        }
+        write_json(self.record_path, record)
+        self._cache = None  # the tensors may share memory with the caller's; reload from disk
+
+    def load(self) -> Checkpoint | None:
+        """The last checkpoint saved, or ``None`` if there is none; ``DataError`` if unreadable."""
+        if self._cache is not None:
+            return self._cache
+        if not self.record_path.is_file():
+            return None
+        try:
+            record = json.loads(self.record_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(f"{self.record_path}: not valid JSON ({_one_line(err)})") from None
+        if (
+            not isinstance(record, dict)
+            or record.get("format_version") != FORMAT_VERSION
+            or record.get("tensors") not in SLOTS
+            or not isinstance(record.get("sha256"), str)
+            or not isinstance(record.get("log_records"), int)
+            or not isinstance(record.get("meta"), dict)
+        ):
+            raise DataError(f"{self.record_path}: not an exdistill checkpoint record")
+        path = self.directory / record["tensors"]
+        if not path.is_file():
+            raise DataError(f"{path}: not found (the checkpoint record names it)")
+        if _sha256(path) != record["sha256"]:
+            raise DataError(f"{path}: checksum mismatch (truncated or modified checkpoint)")
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise DataError(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
+        self._cache = Checkpoint(tensors, record["meta"], record["log_records"])
+        return self._cache
+
+    def describe(self) -> str:
+        """Where the last good checkpoint stands, for error messages."""
+        meta = self._record().get("meta")
+        if not isinstance(meta, dict):
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint ({_where(meta)}) was kept in {self.directory}"
+
+    def _record(self) -> dict[str, Any]:
+        """The commit record as written, or ``{}`` (no checks: for naming slots and messages)."""
+        try:
+            record = json.loads(self.record_path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def _current_slot(self) -> str | None:
+        slot = self._record().get("tensors")
+        return slot if slot in SLOTS else None
