@@ -224,7 +224,7 @@ BAD = {
         ["distill", "--method", "edd", "--ipc", "2", "--set", "method.base_config.factor=3"],
         "factor: 3 does not divide",
     ),
-    "too-few-images": (["distill", "--method", "idc", "--ipc", "40"], "exceeds the"),
+    "too-few-images": (["distill", "--method", "idc", "--ipc", "200"], "exceeds the"),
     "missing-config": (["distill", "--config", "{tmp}/missing.yaml"], "config file not found"),
     "config-section": (["distill", "--config", "{tmp}/section.yaml"], "unknown config section"),
     "config-key": (["distill", "--config", "{tmp}/key.yaml"], "unknown config key 'run.ipcs'"),

@@ -177,3 +177,10 @@ def test_edd_rejects_bad_configs():
         resolve_config("edd", "quick", "digits", 2, {"base": "random"})
     with pytest.raises(ConfigError, match="unknown config key"):
         resolve_config("edd", "quick", "digits", 2, {"base_config": {"bogus": 1}})
+
+
+def test_edd_base_preset_follows_the_chosen_base():
+    dc = resolve_config("edd", "quick", "digits", 10, {"base": "dc"})
+    assert dc.base == "dc" and dc.base_config["distance"] == "dc"
+    idc = resolve_config("edd", "quick", "digits", 10)
+    assert idc.base == "idc" and "distance" not in idc.base_config

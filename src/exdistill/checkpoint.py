@@ -12,6 +12,8 @@ killed at any moment leaves the previous record pointing at its own, untouched t
 Loading reads JSON and safetensors only (no pickle: a checkpoint cannot run code) and checks the
 digest, so a truncated or edited file is a one-line ``DataError``. A tensor holding NaN/Inf is
 never written: ``save`` raises ``NumericalError`` and the last good checkpoint stays on disk.
+On resume, ``pipeline.distill`` cuts ``log.jsonl`` back to the record's ``log_records`` lines, so
+the records written between the checkpoint and the kill are written once, not twice.
 
 Example:
     >>> ckpt = Checkpointer(run_dir / "checkpoint")
@@ -75,6 +77,7 @@ class Checkpointer:
     directory: Path
     log_records: Callable[[], int] | None = None
     _cache: Checkpoint | None = field(default=None, init=False, repr=False)
+    _swept: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -89,6 +92,10 @@ class Checkpointer:
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise NumericalError(f"'{name}' holds NaN/Inf at {_where(meta)}")
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        if not self._swept:  # temp files of a save that a kill interrupted (io.atomic_write)
+            for stale in self.directory.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+            self._swept = True
         slot = SLOTS[1] if self._current_slot() == SLOTS[0] else SLOTS[0]
         digest = ""
 
@@ -144,7 +151,8 @@ class Checkpointer:
         meta = self._record().get("meta")
         if not isinstance(meta, dict):
             return "no checkpoint had been written yet"
-        return f"the last good checkpoint ({_where(meta)}) was kept in {self.directory}"
+        where = f"segment {meta.get('segment')}, before iteration {meta.get('iteration')}"
+        return f"the last good checkpoint ({where}) was kept in {self.directory}"
 
     def _record(self) -> dict[str, Any]:
         """The commit record as written, or ``{}`` (no checks: for naming slots and messages)."""

@@ -105,11 +105,13 @@ def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _distill_and_report(run, method: dict[str, Any], out: Path, overwrite: bool) -> None:
+def _distill_and_report(
+    run, method: dict[str, Any], out: Path, overwrite: bool, resume: bool = False
+) -> None:
     from exdistill.pipeline import distill
     from exdistill.report import write_report
 
-    outcome = distill(run, method, out, overwrite=overwrite, progress=tqdm_progress)
+    outcome = distill(run, method, out, overwrite=overwrite, progress=tqdm_progress, resume=resume)
     write_report(out)
     print_distill_summary(outcome.metrics, out)
 
@@ -125,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         device=args.device,
         repeats=args.repeats,
     )
-    _distill_and_report(run, method, Path(args.out), args.overwrite)
+    _distill_and_report(run, method, Path(args.out), args.overwrite, args.resume)
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
@@ -156,7 +158,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
         raise ConfigError("--base, --segments and --segment-ipc apply to --method edd only")
     overrides = _deep_update(edd_flags, overrides)
-    _distill_and_report(run, overrides, Path(args.out), args.overwrite)
+    _distill_and_report(run, overrides, Path(args.out), args.overwrite, args.resume)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -255,7 +257,9 @@ def cmd_methods(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- parser
-def _common(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
+def _common(
+    p: argparse.ArgumentParser, out_default: str | None = None, resume: bool = False
+) -> None:
     p.add_argument("--seed", type=int, default=0, help="fixes every random draw (default 0)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument(
@@ -264,7 +268,16 @@ def _common(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
         default=out_default,
         help="output directory" + (f" (default {out_default})" if out_default else ""),
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    either = p.add_mutually_exclusive_group() if resume else p
+    either.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run directory"
+    )
+    if resume:
+        either.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the killed run in --out from its last checkpoint (same config)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="the main job: EDD over IDC on built-in digits, ipc 10")
-    _common(p, MAIN_DEFAULT_OUT)
+    _common(p, MAIN_DEFAULT_OUT, resume=True)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
     p.add_argument(
@@ -306,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override, e.g. --set method.lr_img=0.01",
     )
-    _common(p)
+    _common(p, resume=True)
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a saved synthetic set")

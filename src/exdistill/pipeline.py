@@ -7,6 +7,7 @@ The CLI calls these; they never parse argv, print or exit. Progress goes through
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,19 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from exdistill import __version__
 from exdistill.analysis import update_similarity
 from exdistill.baselines import baseline, baseline_steps
+from exdistill.checkpoint import Checkpointer
 from exdistill.config import config_hash, merge, require, to_dict
 from exdistill.data import ImageDataset, load_dataset
 from exdistill.data.load import cache_root
+from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import PROTOCOLS, EvalResult, eval_steps, evaluate_images
-from exdistill.io import atomic_write, write_json
+from exdistill.io import atomic_write, read_jsonl, write_json, write_text
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.progress import NullProgress
-from exdistill.runs import MetricsLog, prepare_run_dir, start_run
+from exdistill.runs import MARKER, MetricsLog, prepare_run_dir, start_run
 from exdistill.synthetic import SyntheticSet
 
 ProgressFactory = Callable[[int, str], Any]  # (total, description) -> context manager
@@ -162,17 +166,95 @@ def baselines_for(
     return out
 
 
+class _CountingLog:
+    """The run's metrics log, counting its records so a checkpoint can say how many it covers."""
+
+    def __init__(self, log: MetricsLog, count: int = 0) -> None:
+        self.log, self.count = log, count
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.log(record)
+        self.count += 1
+
+
+def _run_status(out: Path) -> str:
+    """The status in ``out/run.json`` of a run that ``--resume`` may continue."""
+    try:
+        status = json.loads((out / MARKER).read_text()).get("status")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise ConfigError(
+            f"out: {out} holds no run to resume (no readable {MARKER}); drop --resume"
+        ) from None
+    if not isinstance(status, str):
+        raise ConfigError(f"out: {out / MARKER} has no status")
+    return status
+
+
+def _first_difference(old: Any, new: Any, name: str = "") -> str | None:
+    """``"dotted.name: old → new"`` for the first value that differs, or ``None``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            diff = _first_difference(old.get(key), new.get(key), f"{name}.{key}" if name else key)
+            if diff:
+                return diff
+        return None
+    return None if old == new else f"{name or 'config'}: {old!r} → {new!r}"
+
+
+def _check_same_config(out: Path, resolved: dict[str, Any]) -> None:
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        raise ConfigError(
+            f"out: {out}/config.yaml is missing or unreadable; cannot resume"
+        ) from None
+    if not isinstance(saved, dict) or not {"run", "method"} <= set(saved):
+        raise ConfigError(f"out: {out} holds no distillation run (its config.yaml has no method)")
+    diff = _first_difference(saved, json.loads(json.dumps(resolved)))
+    if diff:
+        raise ConfigError(f"resume: the config differs from the run in {out} ({diff})")
+
+
+def _truncate_log(path: Path, keep: int) -> None:
+    """Drop the records written after the checkpoint (they will be written again)."""
+    records = read_jsonl(path)[:keep]
+    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+
+
+def _finished(out: Path) -> DistillOutcome:
+    """A finished run, read back from disk (``--resume`` of a done run recomputes nothing)."""
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{out}/metrics.json: unreadable ({type(err).__name__})") from None
+    records = {"segments": metrics["segments"]} if "segments" in metrics else {}
+    return DistillOutcome(SyntheticSet.load(out / "synthetic"), metrics, records)
+
+
 def distill(
     run: RunConfig,
     method_overrides: dict[str, Any],
     out: str | Path,
     overwrite: bool = False,
     progress: ProgressFactory = no_progress,
+    resume: bool = False,
 ) -> DistillOutcome:
-    """Distill, save the set and its pictures, evaluate, and write ``metrics.json``."""
+    """Distill, save the set and its pictures, evaluate, and write ``metrics.json``.
+
+    With ``resume``, ``out`` must hold a run with the same resolved config: a finished one is
+    read back as it is; an unfinished one continues from its checkpoint (or from the start if
+    it had none), its ``log.jsonl`` cut back to the records the checkpoint covers, and ends
+    with the same synthetic set as an uninterrupted run (bitwise on CPU).
+    """
     # --- validate everything before any work or any write
     run.validate()
-    out = prepare_run_dir(out, overwrite)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in out; --overwrite would delete it")
+    if resume:
+        out = Path(out)
+        status = _run_status(out)
+    else:
+        out = prepare_run_dir(out, overwrite)
     dataset = load_dataset(run.dataset, run.data_dir, val_fraction=run.val_fraction)
     spec = METHODS.get(run.method)
     cfg = resolve_config(run.method, run.preset, run.dataset, run.ipc, method_overrides)
@@ -191,8 +273,20 @@ def distill(
     device = torch.device(run.device)
     resolved = {"run": to_dict(run), "method": to_dict(cfg), "version": __version__}
 
-    start_run(out, resolved, overwrite)
-    log = MetricsLog(out / "log.jsonl")
+    checkpoint, resumed_at = Checkpointer(out / "checkpoint"), None
+    if resume:
+        _check_same_config(out, resolved)
+        if status == "done":
+            return _finished(out)
+        loaded = checkpoint.load()  # DataError here, before any work, if it is damaged
+        _truncate_log(out / "log.jsonl", loaded.log_records if loaded else 0)
+        resumed_at = {k: loaded.meta.get(k) for k in ("segment", "iteration")} if loaded else {}
+        write_json(out / MARKER, {"status": "running", "resumed_at": resumed_at})
+        log = _CountingLog(MetricsLog(out / "log.jsonl"), loaded.log_records if loaded else 0)
+    else:
+        start_run(out, resolved, overwrite)
+        log = _CountingLog(MetricsLog(out / "log.jsonl"))
+    checkpoint.log_records = lambda: log.count
 
     def evaluate_partial(syn: SyntheticSet) -> dict[str, Any]:
         res = evaluate_set(
@@ -200,11 +294,24 @@ def distill(
         )
         return res[models[0]].to_dict()
 
-    ctx = DistillContext(dataset, run.ipc, run.seed, device, None, log, evaluate_partial)
+    ctx = DistillContext(
+        dataset,
+        run.ipc,
+        run.seed,
+        device,
+        log=log,
+        evaluate=evaluate_partial,
+        checkpoint=checkpoint,
+    )
     t0 = time.perf_counter()
-    with progress(spec.steps(cfg, ctx), f"distill {run.method}") as bar:
-        ctx.progress = bar
-        result = spec.run(ctx, cfg)
+    try:
+        with progress(spec.steps(cfg, ctx), f"distill {run.method}") as bar:
+            ctx.progress = bar
+            result = spec.run(ctx, cfg)
+    except NumericalError as err:
+        message = f"{err}; {checkpoint.describe()}"
+        write_json(out / MARKER, {"status": "failed", "error": message})
+        raise NumericalError(message) from None
     distill_seconds = time.perf_counter() - t0
 
     syn = result.synthetic
@@ -248,6 +355,8 @@ def distill(
         metrics["update_similarity"] = update_similarity(
             result.initial_images, syn.images, syn.labels
         )
+    if resumed_at is not None:  # distill_seconds then counts this process only
+        metrics["resumed_at"] = resumed_at
     if result.records:
         metrics.update(result.records)
     if run.baselines:

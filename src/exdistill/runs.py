@@ -24,7 +24,8 @@ def prepare_run_dir(path: str | Path, overwrite: bool = False) -> Path:
         raise ConfigError(f"out: {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise ConfigError(
-            f"out: {path} already holds files (another run?); pass --overwrite to replace them"
+            f"out: {path} already holds files (another run?); pass --resume to continue it "
+            "or --overwrite to replace it"
         )
     return path
 

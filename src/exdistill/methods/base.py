@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from exdistill.checkpoint import Checkpointer
 from exdistill.data.base import ImageDataset
 from exdistill.progress import Progress
 from exdistill.registry import Registry
@@ -34,6 +35,9 @@ class DistillContext:
     log: Callable[[dict[str, Any]], None] = _no_log  # one JSON-able record per call (metrics)
     # Evaluates an intermediate synthetic set (EDD's accuracy after each segment); None skips.
     evaluate: Callable[[SyntheticSet], dict[str, Any]] | None = None
+    # Where to save and find checkpoints (the run directory's); None: no checkpoints, no resume.
+    # A method resumes from ``checkpoint.load()`` when it returns one (DESIGN.md §6).
+    checkpoint: Checkpointer | None = None
 
 
 @dataclass
@@ -49,7 +53,8 @@ class DistillResult:
 class MethodSpec:
     """A registered method.
 
-    ``presets(preset, dataset_name, ipc)`` returns config overrides (a nested dict);
+    ``presets(preset, dataset_name, ipc, overrides)`` returns config values (a nested dict)
+    for a preset; ``overrides`` are the user's values applied after it (EDD reads its base);
     ``steps(cfg, ctx)`` the number of progress units ``run`` will report;
     ``run(ctx, cfg)`` returns the synthetic set.
     """
@@ -57,7 +62,7 @@ class MethodSpec:
     name: str
     config_cls: type
     run: Callable[[DistillContext, Any], DistillResult]
-    presets: Callable[[str, str, int], dict[str, Any]]
+    presets: Callable[[str, str, int, dict[str, Any]], dict[str, Any]]
     steps: Callable[[Any, DistillContext], int]
     protocol: str = "idc"  # evaluation protocol family used by default
     description: str = ""
@@ -79,7 +84,8 @@ def resolve_config(
     if preset not in PRESETS:
         raise ConfigError(f"preset: unknown '{preset}'; choose from: {', '.join(PRESETS)}")
     spec = METHODS.get(name)
-    cfg = merge(spec.config_cls(), spec.presets(preset, dataset, ipc))
+    # Presets see the overrides: EDD's base preset follows the chosen ``base``.
+    cfg = merge(spec.config_cls(), spec.presets(preset, dataset, ipc, overrides or {}))
     cfg = merge(cfg, overrides or {})
     if hasattr(cfg, "validate"):
         cfg.validate()

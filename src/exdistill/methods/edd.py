@@ -13,21 +13,28 @@ DESIGN.md §1.1 gives the algorithm; this module is its direct transcription:
 
 Equal budget: segment k gets the base's outer iterations × n_k / ipc (rounded so the total is
 exactly the base's). With one segment EDD is the base, image for image.
+
+Checkpoints: after every segment (filter, next pool and evaluation done) and inside a segment
+whenever the base saves one, the checkpoint holds ``EDDState`` (what the loop carries from one
+segment to the next) plus, inside a segment, the base's ``SegmentState``. A segment's initial
+images are recomputed on resume (a pure function of the seed and the carried state).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
+from exdistill.checkpoint import Checkpoint, Checkpointer
 from exdistill.config import merge, require
-from exdistill.errors import ConfigError
+from exdistill.errors import ConfigError, DataError
 from exdistill.evaluate import PROTOCOLS
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.methods.filtering import filter_outcome, forgotten, select_pool
-from exdistill.methods.gradient import initial_indices
+from exdistill.methods.filtering import FilterOutcome, filter_outcome, forgotten, select_pool
+from exdistill.methods.gradient import SegmentState, initial_indices
 from exdistill.models import build_model
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet
@@ -136,12 +143,89 @@ class FilterNetwork:
         return outcome, float(outcome.correct.float().mean()), val_acc
 
 
+@dataclass
+class EDDState:
+    """What the segment loop carries from one segment to the next (a checkpoint's EDD part).
+
+    Shape: ``pools[c]``, ``used[c]`` train indices of class c; ``initial[k]`` segment k's
+    initial stored images ``(M_k, C, H, W)``; ``done`` the frozen union of segments ``< segment``.
+    """
+
+    segment: int  # the next segment to distill
+    offset: int  # stored images per class in ``done``
+    pools: list[torch.Tensor]  # real pool of the next segment
+    used: list[torch.Tensor]  # real images already used to initialise segments
+    initial: list[torch.Tensor] = field(default_factory=list)
+    done: SyntheticSet | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    previous: FilterOutcome | None = None  # the last filter's verdict on the real data
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for c, (pool, used) in enumerate(zip(self.pools, self.used, strict=True)):
+            out[f"edd.pool.{c}"], out[f"edd.used.{c}"] = pool, used
+        for k, images in enumerate(self.initial):
+            out[f"edd.initial.{k}"] = images
+        if self.done is not None:
+            out["edd.done.images"] = self.done.images
+            out["edd.done.labels"] = self.done.labels
+            out["edd.done.segments"] = self.done.segments
+        if self.previous is not None:
+            out["edd.previous.correct"] = self.previous.correct
+            out["edd.previous.confidence"] = self.previous.confidence
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "method": "edd",
+            "segment": self.segment,
+            "iteration": 0,
+            "offset": self.offset,
+            "classes": len(self.pools),
+            "initial": len(self.initial),
+            "records": self.records,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, dataset_meta: dict[str, Any], factor: int):
+        meta, t = ckpt.meta, ckpt.tensors
+        if meta.get("method") != "edd":
+            raise DataError(f"checkpoint: saved by method '{meta.get('method')}', not EDD")
+        try:
+            classes, n_initial = int(meta["classes"]), int(meta["initial"])
+            done = None
+            if "edd.done.images" in t:
+                done = SyntheticSet(
+                    t["edd.done.images"],
+                    t["edd.done.labels"],
+                    factor,
+                    t["edd.done.segments"],
+                    dataset=dataset_meta,
+                )
+            previous = None
+            if "edd.previous.correct" in t:
+                previous = FilterOutcome(t["edd.previous.correct"], t["edd.previous.confidence"])
+            return cls(
+                segment=int(meta["segment"]),
+                offset=int(meta["offset"]),
+                pools=[t[f"edd.pool.{c}"] for c in range(classes)],
+                used=[t[f"edd.used.{c}"] for c in range(classes)],
+                initial=[t[f"edd.initial.{k}"] for k in range(n_initial)],
+                done=done,
+                records=list(meta["records"]),
+                previous=previous,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"checkpoint: incomplete EDD state (bad or missing {err})") from None
+
+
 def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
     cfg.validate()
     base_cfg = base_config(cfg)
     segments = resolve_segments(cfg, ctx.ipc)
     factor = getattr(base_cfg, "factor", 1)
-    distiller = METHODS.get(cfg.base).distiller(base_cfg, ctx)
+    base = METHODS.get(cfg.base)
+    distiller = base.distiller(base_cfg, ctx)
     budgets = split_budget(base_cfg.iterations, segments)
     min_per_class = cfg.min_per_class or base_cfg.batch_real
     filter_net = FilterNetwork(cfg, ctx)
@@ -150,41 +234,53 @@ def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
     # Equal starts: the union of segment initialisations is the base's initial set.
     shared = initial_indices(ctx, ctx.ipc, factor)
     pools = dataset.class_indices("train")
-    used: list[torch.Tensor] = [torch.empty(0, dtype=torch.long) for _ in pools]
-    done: SyntheticSet | None = None
-    initial_all, records, previous = [], [], None
-    offset = 0
-    for k, n_k in enumerate(segments):
+    state = EDDState(0, 0, pools, [torch.empty(0, dtype=torch.long) for _ in pools])
+    resume: SegmentState | None = None
+    loaded = ctx.checkpoint.load() if ctx.checkpoint is not None else None
+    if loaded is not None:
+        state = EDDState.from_checkpoint(loaded, dataset.meta(), factor)
+        resume = SegmentState.from_checkpoint(loaded)
+        if state.segment and ctx.progress is not None:  # finished segments' progress units
+            ctx.progress.update(
+                base.steps(replace(base_cfg, iterations=sum(budgets[: state.segment])), ctx)
+            )
+    for k in range(state.segment, len(segments)):
+        n_k = segments[k]
         if cfg.init_from == "shared":
-            take = [idx[offset * factor**2 : (offset + n_k) * factor**2] for idx in shared]
+            span = slice(state.offset * factor**2, (state.offset + n_k) * factor**2)
+            take = [idx[span] for idx in shared]
         else:
-            take = _fresh_indices(pools, used, n_k * factor**2, generator(ctx.seed, "init", k))
-        used = [torch.cat([u, t]) for u, t in zip(used, take, strict=True)]
+            gen = generator(ctx.seed, "init", k)
+            take = _fresh_indices(state.pools, state.used, n_k * factor**2, gen)
         seg = SyntheticSet.from_real(dataset, take, factor)
-        initial_all.append(seg.images.clone())
+        initial = seg.images.clone()
+        done = state.done
         frozen = None if done is None else (done.images, done.labels)
         seg.images = distiller.distill_segment(
             seg.images,
             seg.labels,
-            pools,
+            state.pools,
             budgets[k],
             n_k,
             generator(ctx.seed, "distill") if k == 0 else generator(ctx.seed, "distill", k),
             frozen=frozen,
             reg_weight=cfg.reg_weight if k > 0 else 0.0,
             segment=k,
+            resume=resume if k == state.segment else None,
+            save=_segment_saver(ctx.checkpoint, state),
         ).cpu()
         seg.segments = torch.full_like(seg.labels, k)
         done = seg if done is None else _concat(done, seg)
-        offset += n_k
+        offset = state.offset + n_k
 
         record: dict[str, Any] = {
             "segment": k,
             "ipc": n_k,
             "cumulative_ipc": offset,
             "iterations": budgets[k],
-            "real_per_class": [len(p) for p in pools],
+            "real_per_class": [len(p) for p in state.pools],
         }
+        previous, pools = state.previous, state.pools
         if len(segments) > 1:
             outcome, train_acc, val_acc = filter_net(done, k)
             record.update(
@@ -204,10 +300,36 @@ def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
                 )
                 if ctx.evaluate is not None:
                     record["eval"] = ctx.evaluate(done)
-        records.append(record)
         ctx.log({"event": "segment", **record})
-    assert done is not None
-    return DistillResult(done, torch.cat(initial_all), {"segments": records})
+        state = EDDState(
+            segment=k + 1,
+            offset=offset,
+            pools=pools,
+            used=[torch.cat([u, t]) for u, t in zip(state.used, take, strict=True)],
+            initial=[*state.initial, initial],
+            done=done,
+            records=[*state.records, record],
+            previous=previous,
+        )
+        if ctx.checkpoint is not None:  # every segment boundary, whatever checkpoint_every says
+            ctx.checkpoint.save(state.tensors(), state.meta())
+    assert state.done is not None
+    return DistillResult(state.done, torch.cat(state.initial), {"segments": state.records})
+
+
+def _segment_saver(
+    ckpt: Checkpointer | None, state: EDDState
+) -> Callable[[SegmentState], None] | None:
+    """The base's ``save`` callback inside a segment: EDD's carried state + the base's."""
+    if ckpt is None:
+        return None
+
+    def save(seg: SegmentState) -> None:
+        ckpt.save(
+            {**state.tensors(), **seg.tensors()}, {**state.meta(), "iteration": seg.iteration}
+        )
+
+    return save
 
 
 def _fresh_indices(pools, used, count, gen) -> list[torch.Tensor]:
@@ -231,10 +353,16 @@ def _concat(a: SyntheticSet, b: SyntheticSet) -> SyntheticSet:
     return replace(a, images=images[order], labels=labels[order], segments=segments[order])
 
 
-def edd_presets(preset: str, dataset: str, ipc: int) -> dict[str, Any]:
-    base_name = "idc"
+def edd_presets(
+    preset: str, dataset: str, ipc: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The base's own preset (for the base the user chose) plus a filter recipe."""
+    base_name = (overrides or {}).get("base", EDDConfig.base)
     spec = METHODS.get(base_name)
-    out: dict[str, Any] = {"base": base_name, "base_config": spec.presets(preset, dataset, ipc)}
+    out: dict[str, Any] = {
+        "base": base_name,
+        "base_config": spec.presets(preset, dataset, ipc, {}),
+    }
     proto = PROTOCOLS.get(f"{spec.protocol}-quick" if preset == "quick" else spec.protocol)
     filt = {k: v for k, v in vars(proto.train).items()}
     filt.update(epochs=100 if preset == "quick" else 300, max_steps=600 if preset == "quick" else 0)

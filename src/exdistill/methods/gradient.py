@@ -12,19 +12,26 @@ synthetic images that lowers the per-class gradient distance (``matching.py``), 
 
 ``GradientMatching.distill_segment`` is what EDD calls: it distills a block of stored images
 against a pool of real indices per class, optionally adding ``λ·D(S_frozen ∪ S, R)``.
+
+Checkpoints: every ``checkpoint_every`` outer iterations (and after the last) a ``SegmentState``
+goes to the ``save`` callback; passing it back as ``resume`` continues bitwise, because θ is
+drawn afresh each outer iteration from the one generator whose state the checkpoint holds.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
 
 from exdistill.augment import Augment
+from exdistill.checkpoint import Checkpoint, Checkpointer
 from exdistill.config import require
-from exdistill.errors import NumericalError
+from exdistill.errors import DataError, NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
 from exdistill.methods.matching import DISTANCES, LAYERS, ClassBatch, match_and_backward
 from exdistill.models import build_model
@@ -69,6 +76,7 @@ class GradMatchConfig:
     )
     class_chunk: int = 0  # classes per backward pass; 0 = all at once
     clamp: bool = True  # clamp stored images to the valid pixel range each outer iteration
+    checkpoint_every: int = 10  # outer iterations between checkpoints (and the last); 0: none
 
     def validate(self) -> None:
         require(self.factor >= 1, "factor: must be ≥ 1")
@@ -79,10 +87,52 @@ class GradMatchConfig:
         require(self.max_syn_per_class >= 1, "max_syn_per_class: must be ≥ 1")
         require(self.lr_img > 0, "lr_img: must be > 0")
         require(self.class_chunk >= 0, "class_chunk: must be ≥ 0")
+        require(self.checkpoint_every >= 0, "checkpoint_every: must be ≥ 0")
         DISTANCES.get(self.distance)
         LAYERS.get(self.layers)
         if self.augment:
             Augment(self.augment, mode=self.augment_mode)
+
+
+@dataclass
+class SegmentState:
+    """A segment at an outer-iteration boundary: all ``distill_segment`` needs to continue.
+
+    θ, its optimiser and every batch are drawn afresh from ``gen`` each outer iteration, so the
+    images, the image optimiser's momentum and the generator state are the whole state.
+
+    Shape: images ``(M, C, H, W)``; momentum like images (``None`` without momentum); rng the
+    CPU generator state, a uint8 vector (``torch.Generator.get_state()``).
+    """
+
+    iteration: int  # outer iterations done
+    images: torch.Tensor
+    rng: torch.Tensor
+    momentum: torch.Tensor | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"syn.images": self.images, "syn.rng": self.rng}
+        if self.momentum is not None:
+            out["syn.momentum"] = self.momentum
+        return out
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint) -> SegmentState | None:
+        """The segment state in ``ckpt``, or ``None`` if it was saved between segments."""
+        t = ckpt.tensors
+        if "syn.images" not in t:
+            return None
+        iteration = ckpt.meta.get("iteration")
+        momentum = t.get("syn.momentum")
+        if (
+            "syn.rng" not in t
+            or t["syn.rng"].dtype != torch.uint8
+            or not isinstance(iteration, int)
+            or iteration < 0
+            or (momentum is not None and momentum.shape != t["syn.images"].shape)
+        ):
+            raise DataError("checkpoint: inconsistent segment state (syn.* tensors, iteration)")
+        return cls(iteration, t["syn.images"], t["syn.rng"], momentum)
 
 
 class GradientMatching:
@@ -162,6 +212,8 @@ class GradientMatching:
         frozen: tuple[torch.Tensor, torch.Tensor] | None = None,
         reg_weight: float = 0.0,
         segment: int = 0,
+        resume: SegmentState | None = None,
+        save: Callable[[SegmentState], None] | None = None,
     ) -> torch.Tensor:
         """Distill stored ``images (M, C, H, W)`` with ``labels (M,)`` against ``pools[c]``
         (train indices per class); returns the distilled images (a new tensor).
@@ -169,12 +221,27 @@ class GradientMatching:
         With ``frozen=(images, labels)`` of earlier segments and ``reg_weight`` λ > 0, each step
         also matches the union frozen ∪ current against the full real data with weight λ.
         ``ipc`` is the per-class count of ``images``, used for the image learning rate.
+
+        ``resume`` (from a checkpoint) continues after its outer iteration instead of starting
+        from ``images``; ``save`` receives a ``SegmentState`` every ``checkpoint_every`` outer
+        iterations and after the last.
         """
         cfg, progress = self.cfg, or_null(self.ctx.progress)
-        syn = images.detach().clone().to(self.device).requires_grad_(True)
+        if resume is not None and resume.images.shape != images.shape:
+            raise DataError(
+                f"checkpoint: images {tuple(resume.images.shape)} do not match the segment's "
+                f"{tuple(images.shape)}"
+            )
+        start = images if resume is None else resume.images
+        syn = start.detach().clone().to(self.device).requires_grad_(True)
         labels = labels.to(self.device)
         lr = cfg.lr_img * (ipc / 10 if cfg.lr_img_per_ipc else 1.0)
         optimizer = torch.optim.SGD([syn], lr=lr, momentum=cfg.momentum_img)
+        if resume is not None:
+            gen.set_state(resume.rng)
+            if resume.momentum is not None:
+                optimizer.state[syn]["momentum_buffer"] = resume.momentum.to(syn).clone()
+            progress.update(min(resume.iteration, iterations) * cfg.match_steps)
         classes = list(range(self.dataset.num_classes))
         members = [torch.nonzero(labels == c).flatten() for c in classes]
         frozen_dec = None
@@ -203,7 +270,7 @@ class GradientMatching:
                     )
             return batches
 
-        for it in range(iterations):
+        for it in range(0 if resume is None else resume.iteration, iterations):
             net = self.new_network(gen)
             params = LAYERS.get(cfg.layers)(net)
             trainer = Trainer(net, cfg.net, total_steps=1 << 30, generator=gen)
@@ -248,7 +315,14 @@ class GradientMatching:
                 {"segment": segment, "iteration": it, "match_loss": loss_sum / cfg.match_steps}
             )
             progress.set_postfix_str(f"seg {segment} loss {loss_sum / cfg.match_steps:.4g}")
+            if save is not None and self.checkpoint_due(it + 1, iterations):
+                momentum = optimizer.state[syn].get("momentum_buffer")
+                save(SegmentState(it + 1, syn.detach(), gen.get_state(), momentum))
         return syn.detach()
+
+    def checkpoint_due(self, done: int, iterations: int) -> bool:
+        every = self.cfg.checkpoint_every
+        return every > 0 and (done % every == 0 or done == iterations)
 
 
 def initial_indices(
@@ -267,6 +341,10 @@ def run_gradient_matching(ctx: DistillContext, cfg: GradMatchConfig) -> DistillR
     else:
         syn = SyntheticSet.from_noise(ctx.dataset, ctx.ipc, generator(ctx.seed, "init"), cfg.factor)
     initial = syn.images.clone()
+    resume, save = None, None
+    if ctx.checkpoint is not None:
+        resume = _resume_state(ctx.checkpoint)
+        save = partial(_save_state, ctx.checkpoint)
     syn.images = matcher.distill_segment(
         syn.images,
         syn.labels,
@@ -274,8 +352,23 @@ def run_gradient_matching(ctx: DistillContext, cfg: GradMatchConfig) -> DistillR
         cfg.iterations,
         ctx.ipc,
         generator(ctx.seed, "distill"),
+        resume=resume,
+        save=save,
     ).cpu()
     return DistillResult(syn, initial)
+
+
+def _resume_state(ckpt: Checkpointer) -> SegmentState | None:
+    loaded = ckpt.load()
+    if loaded is None:
+        return None
+    if loaded.meta.get("method") != "gradient":
+        raise DataError(f"{ckpt.directory}: not a gradient-matching checkpoint")
+    return SegmentState.from_checkpoint(loaded)
+
+
+def _save_state(ckpt: Checkpointer, state: SegmentState) -> None:
+    ckpt.save(state.tensors(), {"method": "gradient", "segment": 0, "iteration": state.iteration})
 
 
 def gradient_steps(cfg: GradMatchConfig, ctx: DistillContext) -> int:
@@ -317,8 +410,7 @@ def _small(dataset: str) -> bool:
     return dataset in ("digits",)
 
 
-def dc_presets(preset: str, dataset: str, ipc: int, base: dict[str, Any] | None = None):
-    base = DC_BASE if base is None else base
+def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dict[str, Any]:
     if preset == "paper":
         return {**base, **_dc_loops(ipc), "iterations": 1000}
     # quick: few outer iterations and shorter θ phases, same structure.
@@ -328,11 +420,15 @@ def dc_presets(preset: str, dataset: str, ipc: int, base: dict[str, Any] | None 
     return {**base, **loops, "iterations": iterations, "model_options": {"width": 64}}
 
 
-def dsa_presets(preset: str, dataset: str, ipc: int):
-    return dc_presets(preset, dataset, ipc, DSA_BASE)
+def dc_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str, Any]:
+    return _dc_family(preset, dataset, ipc, DC_BASE)
 
 
-def idc_presets(preset: str, dataset: str, ipc: int) -> dict[str, Any]:
+def dsa_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str, Any]:
+    return _dc_family(preset, dataset, ipc, DSA_BASE)
+
+
+def idc_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str, Any]:
     if preset == "paper":
         return {
             "iterations": 2000,
@@ -370,4 +466,4 @@ for _name, _presets, _proto, _desc in (
     )
 
 
-__all__ = ["GradMatchConfig", "GradientMatching", "initial_indices"]
+__all__ = ["GradMatchConfig", "GradientMatching", "SegmentState", "initial_indices"]

@@ -21,7 +21,7 @@ def run_random(ctx: DistillContext, cfg: RandomConfig) -> DistillResult:
     return DistillResult(syn, syn.images.clone())
 
 
-def _presets(preset: str, dataset: str, ipc: int) -> dict[str, Any]:
+def _presets(preset: str, dataset: str, ipc: int, overrides: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
