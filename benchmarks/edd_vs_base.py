@@ -37,8 +37,15 @@ def main() -> None:
             ("edd λ=0", "edd", {"base": args.base, "reg_weight": 0.0}),
         ]
         for label, method, overrides in variants:
-            run = RunConfig(method=method, dataset=args.dataset, data_dir=args.data_dir,
-                            ipc=ipc, preset=args.preset, seed=args.seed, repeats=args.repeats)
+            run = RunConfig(
+                method=method,
+                dataset=args.dataset,
+                data_dir=args.data_dir,
+                ipc=ipc,
+                preset=args.preset,
+                seed=args.seed,
+                repeats=args.repeats,
+            )
             tag = label.replace(" ", "").replace("λ=", "-lambda")
             m = distill(run, overrides, out / f"{tag}-ipc{ipc}", overwrite=True).metrics
             cells[f"{label} ipc {ipc}"] = m
@@ -51,11 +58,15 @@ def main() -> None:
                 f"{m['distill_seconds']:.0f} |"
             )
             print(rows[-1], flush=True)
-    header = ("| ipc | method | test acc (%) | random subset (%) | update similarity | "
-              "forgotten per segment | distill s |\n|---|---|---|---|---|---|---|")
+    header = (
+        "| ipc | method | test acc (%) | random subset (%) | update similarity | "
+        "forgotten per segment | distill s |\n|---|---|---|---|---|---|---|"
+    )
     table = "\n".join([header, *rows])
-    note = (f"\n{args.dataset}, preset {args.preset}, {args.repeats} evaluation repeats, "
-            f"seed {args.seed}; test split.\n")
+    note = (
+        f"\n{args.dataset}, preset {args.preset}, {args.repeats} evaluation repeats, "
+        f"seed {args.seed}; test split.\n"
+    )
     write_text(out / "comparison.md", table + "\n" + note)
     write_json(out / "comparison.json", cells)
     print(table + note)

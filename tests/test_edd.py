@@ -27,8 +27,9 @@ def digits():
 
 
 def _edd(digits, ipc, seed=0, **overrides):
-    cfg = resolve_config("edd", "quick", "digits", ipc,
-                         {"base_config": BASE, "filter": FILTER, **overrides})
+    cfg = resolve_config(
+        "edd", "quick", "digits", ipc, {"base_config": BASE, "filter": FILTER, **overrides}
+    )
     return METHODS.get("edd").run(DistillContext(digits, ipc, seed), cfg)
 
 
@@ -66,12 +67,14 @@ def test_union_of_segment_starts_is_the_base_start(digits):
     base = METHODS.get("idc").run(DistillContext(digits, 2, 0), base_cfg)
 
     def by_class(images, labels):
-        return sorted((int(lab), img.flatten().tolist()) for img, lab in zip(images, labels,
-                                                                             strict=True))
+        return sorted(
+            (int(lab), img.flatten().tolist()) for img, lab in zip(images, labels, strict=True)
+        )
 
     edd_labels = torch.cat([torch.arange(10), torch.arange(10)])  # segment 0 then segment 1
-    assert by_class(result.initial_images, edd_labels) == by_class(base.initial_images,
-                                                                   base.synthetic.labels)
+    assert by_class(result.initial_images, edd_labels) == by_class(
+        base.initial_images, base.synthetic.labels
+    )
 
 
 def test_records_per_segment(digits):
@@ -84,8 +87,10 @@ def test_records_per_segment(digits):
     assert all(0 <= s["filter_val_acc"] <= 1 for s in segs)
     assert segs[0]["real_per_class"] == [len(i) for i in digits.class_indices("train")]
     # Segment 1 is distilled against a filtered pool, no smaller than the real batch.
-    assert all(64 <= n <= full for n, full in zip(segs[1]["real_per_class"],
-                                                  segs[0]["real_per_class"], strict=True))
+    assert all(
+        64 <= n <= full
+        for n, full in zip(segs[1]["real_per_class"], segs[0]["real_per_class"], strict=True)
+    )
     syn = result.synthetic
     assert torch.equal(torch.bincount(syn.segments), torch.tensor([10, 10]))
 
@@ -111,7 +116,8 @@ def _matcher(digits, ipc=1):
     ctx = DistillContext(digits, ipc, 0)
     cfg = resolve_config("idc", "quick", "digits", ipc, BASE)
     return GradientMatching(cfg, ctx), SyntheticSet.from_real(
-        digits, initial_indices(ctx, ipc, cfg.factor), cfg.factor)
+        digits, initial_indices(ctx, ipc, cfg.factor), cfg.factor
+    )
 
 
 def test_regulariser_is_zero_when_lambda_is_zero(digits):
@@ -129,8 +135,16 @@ def test_regulariser_has_gradients_only_on_the_current_segment(digits):
     matcher, seg = _matcher(digits)
     frozen_images = (seg.images + 0.1).requires_grad_(True)
     before = frozen_images.detach().clone()
-    matcher.distill_segment(seg.images, seg.labels, matcher.full_pool, 2, 1, generator(0, "y"),
-                            frozen=(frozen_images, seg.labels), reg_weight=1.0)
+    matcher.distill_segment(
+        seg.images,
+        seg.labels,
+        matcher.full_pool,
+        2,
+        1,
+        generator(0, "y"),
+        frozen=(frozen_images, seg.labels),
+        reg_weight=1.0,
+    )
     assert frozen_images.grad is None
     assert torch.equal(frozen_images.detach(), before)
 
@@ -143,9 +157,14 @@ def test_filter_keeps_every_misclassified_image_and_drops_confident_ones():
     # class 0 = indices 0..9; 2 wrong (3, 7), 8 right with confidence rising with the index
     correct = [i not in (3, 7) for i in range(10)]
     conf = [i / 10 for i in range(10)]
-    pools = select_pool([torch.arange(10)], _outcome(correct, conf), drop=0.5,
-                        drop_order="confident", min_per_class=0,
-                        generator=torch.Generator().manual_seed(0))
+    pools = select_pool(
+        [torch.arange(10)],
+        _outcome(correct, conf),
+        drop=0.5,
+        drop_order="confident",
+        min_per_class=0,
+        generator=torch.Generator().manual_seed(0),
+    )
     # 8 correct, drop the 4 most confident (9, 8, 6, 5): keep 0, 1, 2, 4 + wrong 3, 7
     assert pools[0].tolist() == [0, 1, 2, 3, 4, 7]
 
@@ -154,12 +173,23 @@ def test_filter_respects_min_per_class_and_random_order():
     correct = [True] * 10
     conf = [0.9] * 10
     gen = torch.Generator().manual_seed(0)
-    pools = select_pool([torch.arange(10)], _outcome(correct, conf), drop=0.9,
-                        drop_order="random", min_per_class=6, generator=gen)
+    pools = select_pool(
+        [torch.arange(10)],
+        _outcome(correct, conf),
+        drop=0.9,
+        drop_order="random",
+        min_per_class=6,
+        generator=gen,
+    )
     assert len(pools[0]) == 6
-    pools = select_pool([torch.arange(10), torch.arange(10, 13)],
-                        _outcome([False] * 13, [0.1] * 13), drop=0.9, drop_order="confident",
-                        min_per_class=6, generator=gen)
+    pools = select_pool(
+        [torch.arange(10), torch.arange(10, 13)],
+        _outcome([False] * 13, [0.1] * 13),
+        drop=0.9,
+        drop_order="confident",
+        min_per_class=6,
+        generator=gen,
+    )
     assert pools[0].tolist() == list(range(10)) and pools[1].tolist() == [10, 11, 12]
 
 

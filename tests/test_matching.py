@@ -56,8 +56,9 @@ def test_unknown_distance_is_a_config_error():
 
 
 def _net(seed=0, width=16, classes=4):
-    return build_model("convnet", 1, classes, (8, 8), generator=torch.Generator().manual_seed(seed),
-                       width=width)
+    return build_model(
+        "convnet", 1, classes, (8, 8), generator=torch.Generator().manual_seed(seed), width=width
+    )
 
 
 def test_layer_selection():
@@ -105,8 +106,16 @@ def test_chunked_backward_equals_all_at_once():
     grads = []
     for chunk in (0, 1, 3):
         syn = syn0.clone().requires_grad_(True)
-        loss = match_and_backward(net, params, DISTANCES.get("l1"), _batches(syn, real),
-                                  range(4), None, g, class_chunk=chunk)
+        loss = match_and_backward(
+            net,
+            params,
+            DISTANCES.get("l1"),
+            _batches(syn, real),
+            range(4),
+            None,
+            g,
+            class_chunk=chunk,
+        )
         grads.append((loss, syn.grad.clone()))
     for loss, grad in grads[1:]:
         assert loss == pytest.approx(grads[0][0], rel=1e-5)
@@ -119,6 +128,7 @@ def test_class_match_loss_weight_scales_the_term():
     params = LAYERS.get("conv")(net)
     real, syn = torch.randn(8, 1, 8, 8), torch.randn(2, 1, 8, 8)
     one = class_match_loss(net, params, DISTANCES.get("mse"), ClassBatch(1, real, syn), None, g)
-    half = class_match_loss(net, params, DISTANCES.get("mse"), ClassBatch(1, real, syn, 0.5),
-                            None, g)
+    half = class_match_loss(
+        net, params, DISTANCES.get("mse"), ClassBatch(1, real, syn, 0.5), None, g
+    )
     assert half.item() == pytest.approx(0.5 * one.item(), rel=1e-5)

@@ -99,8 +99,7 @@ def test_idc_learning_rate_scales_with_ipc(digits):
     torch.optim.SGD.__init__ = spy
     try:
         syn = SyntheticSet.from_real(digits, initial_indices(DistillContext(digits, 2), 2, 2), 2)
-        matcher.distill_segment(syn.images, syn.labels, matcher.full_pool, 1, 2,
-                                generator(0, "t"))
+        matcher.distill_segment(syn.images, syn.labels, matcher.full_pool, 1, 2, generator(0, "t"))
     finally:
         torch.optim.SGD.__init__ = original
     assert seen[0] == pytest.approx(cfg.lr_img * 2 / 10)
@@ -108,15 +107,25 @@ def test_idc_learning_rate_scales_with_ipc(digits):
 
 def test_matched_set_beats_noise_on_digits(digits):
     """From the same noise, a short DC distillation must train a far better classifier."""
-    cfg = resolve_config("dc", "quick", "digits", 1, {
-        "init": "noise", "iterations": 30, "match_steps": 1, "net_steps": 1,
-        "model_options": {"width": 32},
-    })
+    cfg = resolve_config(
+        "dc",
+        "quick",
+        "digits",
+        1,
+        {
+            "init": "noise",
+            "iterations": 30,
+            "match_steps": 1,
+            "net_steps": 1,
+            "model_options": {"width": 32},
+        },
+    )
     ctx = DistillContext(digits, 1, seed=0)
     result = METHODS.get("dc").run(ctx, cfg)
-    proto = dataclasses.replace(PROTOCOLS.get("dc-quick"),
-                                train=dataclasses.replace(PROTOCOLS.get("dc-quick").train,
-                                                          epochs=100))
+    proto = dataclasses.replace(
+        PROTOCOLS.get("dc-quick"),
+        train=dataclasses.replace(PROTOCOLS.get("dc-quick").train, epochs=100),
+    )
     syn = result.synthetic
     noise = evaluate_images(result.initial_images, syn.labels, digits, proto, repeats=2)
     matched = evaluate_images(syn.images, syn.labels, digits, proto, repeats=2)
