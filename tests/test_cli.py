@@ -274,3 +274,21 @@ def test_bad_paths_for_show_and_report(argv: list[str], message: str, tmp_path: 
     assert code == 2 and message in err and err.count("\n") == 1
     assert stdout == "" and not (tmp_path / "nowhere").exists()
     assert not (tmp_path / "report.md").exists()
+
+
+def test_model_that_cannot_take_the_image_size_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    from torch import nn
+
+    from exdistill.models import MODELS
+
+    def needs_32px(channels, num_classes, image_size):
+        # A fixed-size linear head: only 32×32 inputs fit.
+        return nn.Sequential(nn.Flatten(), nn.Linear(channels * 32 * 32, num_classes))
+
+    monkeypatch.setitem(MODELS._items, "needs32", needs_32px)
+    out = tmp_path / "run"
+    code = main(["distill", "--method", "idc", "--models", "needs32", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "models: 'needs32' cannot take 1×8×8 images" in err[0]
+    assert not out.exists()
