@@ -108,13 +108,18 @@ def without_seconds(obj):
     return obj
 
 
-def kill_resume_and_compare(argv: list, root: Path, segment: int) -> tuple[Path, Path, dict]:
+def kill_resume_and_compare(
+    argv: list, root: Path, segment: int, by_dir: bool = False
+) -> tuple[Path, Path, dict]:
+    """Kill, resume, compare; ``by_dir``: resume as ``exdistill distill --resume RUN_DIR`` alone
+    (the run's config.yaml supplies every setting)."""
     a, b, cache = root / "killed", root / "straight", root / "cache"
     meta = kill_when(argv, a, cache, segment)
     assert json.loads((a / "run.json").read_text())["status"] == "running"
     assert not (a / "synthetic").exists()  # the kill landed mid-distillation
     with quiet_env(cache):
-        code, _, err = run_cli([*argv, "--out", a, "--resume"])
+        resume = [argv[0], "--resume", a] if by_dir else [*argv, "--out", a, "--resume"]
+        code, _, err = run_cli(resume)
         assert code == 0, err
         code, _, err = run_cli([*argv, "--out", b])
         assert code == 0, err
@@ -146,7 +151,7 @@ def test_idc_killed_and_resumed_equals_an_uninterrupted_run(idc_runs) -> None:
 
 
 def test_edd_killed_in_the_second_segment_resumes_bitwise(tmp_path: Path) -> None:
-    a, b, meta = kill_resume_and_compare(EDD, tmp_path, segment=1)
+    a, b, meta = kill_resume_and_compare(EDD, tmp_path, segment=1, by_dir=True)
     assert 1 <= meta["iteration"] < 4 and len(meta["records"]) == 1  # budgets 4 + 4
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
     assert without_seconds(ma["segments"]) == without_seconds(mb["segments"])

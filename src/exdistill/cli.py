@@ -127,7 +127,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         device=args.device,
         repeats=args.repeats,
     )
-    _distill_and_report(run, method, Path(args.out), args.overwrite, args.resume)
+    run, method = _resumed_config(args, run, method)
+    _distill_and_report(run, method, *_out_and_resume_flags(args))
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
@@ -158,7 +159,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
         raise ConfigError("--base, --segments and --segment-ipc apply to --method edd only")
     overrides = _deep_update(edd_flags, overrides)
-    _distill_and_report(run, overrides, Path(args.out), args.overwrite, args.resume)
+    run, overrides = _resumed_config(args, run, overrides)
+    _distill_and_report(run, overrides, *_out_and_resume_flags(args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -264,7 +266,7 @@ def _common(
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument(
         "--out",
-        required=out_default is None,
+        required=out_default is None and not resume,
         default=out_default,
         help="output directory" + (f" (default {out_default})" if out_default else ""),
     )
@@ -275,9 +277,46 @@ def _common(
     if resume:
         either.add_argument(
             "--resume",
-            action="store_true",
-            help="continue the killed run in --out from its last checkpoint (same config)",
+            nargs="?",
+            const=True,
+            default=False,
+            metavar="RUN_DIR",
+            help="continue a killed run from its last checkpoint (same config): "
+            "RUN_DIR, or the --out directory",
         )
+
+
+def _resumed_config(args: argparse.Namespace, run: Any, method: dict[str, Any]):
+    """``--resume RUN_DIR``: the run's own resolved config (config.yaml) replaces the flags."""
+    if not isinstance(args.resume, str):
+        return run, method
+    from exdistill.config import merge as merge_config
+    from exdistill.errors import ConfigError
+    from exdistill.pipeline import RunConfig
+
+    if args.set or getattr(args, "config", None):
+        raise ConfigError("--resume RUN_DIR takes the run's own config; drop --set/--config")
+    data = load_yaml(Path(args.resume) / "config.yaml")
+    return merge_config(RunConfig(), data.get("run") or {}, prefix="run."), data.get("method") or {}
+
+
+def _out_and_resume_flags(args: argparse.Namespace) -> tuple[Path, bool, bool]:
+    out, resume = _out_and_resume(args)
+    return out, args.overwrite, resume
+
+
+def _out_and_resume(args: argparse.Namespace) -> tuple[Path, bool]:
+    """``--resume RUN_DIR`` names the run directory; a bare ``--resume`` uses ``--out``."""
+    from exdistill.errors import ConfigError
+
+    resume = args.resume
+    if isinstance(resume, str):
+        if args.out and Path(args.out) != Path(resume) and args.out != MAIN_DEFAULT_OUT:
+            raise ConfigError(f"--resume {resume} and --out {args.out} name different runs")
+        return Path(resume), True
+    if not args.out:
+        raise ConfigError("--out is required (or --resume RUN_DIR)")
+    return Path(args.out), bool(resume)
 
 
 def build_parser() -> argparse.ArgumentParser:
