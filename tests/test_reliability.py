@@ -28,6 +28,7 @@ from exdistill.checkpoint import RECORD_FILE, Checkpointer
 from exdistill.cli import main
 from exdistill.errors import DataError, NumericalError
 from exdistill.io import read_jsonl
+from exdistill.synthetic import SyntheticSet
 
 TINY = ["--ipc", "2", "--repeats", "1", "--no-baselines", "--set", "run.protocol=dc-quick"]
 GRAD = ["model_options.width=16", "iterations=8", "match_steps=4", "checkpoint_every=1"]
@@ -370,3 +371,36 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert torch.isfinite(loaded.tensors["syn.images"]).all()
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
     assert not (run / "synthetic").exists()
+
+
+SAVE_LOOP = """
+import sys, torch
+from exdistill.synthetic import SyntheticSet
+out = sys.argv[1]
+i = 0
+while True:  # every save holds images all equal to i: a torn write would mix values
+    n = 200
+    syn = SyntheticSet(torch.full((n, 3, 32, 32), float(i)), torch.arange(n) % 10,
+                       dataset={"class_names": [str(c) for c in range(10)]}, info={"i": i})
+    syn.save(out)
+    print(i, flush=True)
+    i += 1
+"""
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.55, 0.8])
+def test_killed_during_a_save_loop_leaves_a_whole_set(tmp_path: Path, delay: float) -> None:
+    out = tmp_path / "set"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SAVE_LOOP, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline()  # at least one save finished
+        time.sleep(delay)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    syn = SyntheticSet.load(out)  # whole files only: loads, and every image is one value
+    value = syn.images.flatten()[0].item()
+    assert torch.all(syn.images == value)
+    assert syn.info["i"] >= value - 1  # the sidecar is whole too (at most one save behind)
