@@ -63,11 +63,9 @@ def main() -> None:
         results[label] = cells
         row = [label] + [_fmt(cells[f"random-{i}"]) for i in ipcs] + [_fmt(cells["full"])]
         rows.append("| " + " | ".join(row) + " |")
-    header = (
-        "| dataset | " + " | ".join(f"random ipc {i}" for i in ipcs) + " | full data |\n"
-        "|---" * (len(ipcs) + 2) + "|"
-    )
-    table = "\n".join([header, *rows])
+    header = "| dataset | " + " | ".join(f"random ipc {i}" for i in ipcs) + " | full data |"
+    rule = "|---" * (len(ipcs) + 2) + "|"
+    table = "\n".join([header, rule, *rows])
     note = (
         f"\nTest accuracy (%), mean ± std over {args.repeats} repeats, protocol "
         f"`{args.protocol}`, seed 0.\n"
