@@ -30,7 +30,7 @@ from exdistill.evaluate import PROTOCOLS, EvalResult, eval_steps, evaluate_image
 from exdistill.io import atomic_write, read_jsonl, write_json, write_text
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.progress import NullProgress
-from exdistill.runs import MARKER, MetricsLog, prepare_run_dir, start_run
+from exdistill.runs import MARKER, MetricsLog, finish_run, prepare_run_dir, start_run
 from exdistill.synthetic import SyntheticSet
 
 ProgressFactory = Callable[[int, str], Any]  # (total, description) -> context manager
@@ -368,8 +368,7 @@ def distill(
             out / "initial.safetensors",
             lambda p: save_file({"images": result.initial_images.contiguous()}, str(p)),
         )
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "run.json", {"status": "done"})
+    finish_run(out, metrics)
     return DistillOutcome(syn, metrics, result.records)
 
 
@@ -423,8 +422,7 @@ def evaluate_dir(
         "models": {m: r.to_dict() for m, r in evals.items()},
         "library_version": __version__,
     }
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "run.json", {"status": "done"})
+    finish_run(out, metrics)
     return metrics
 
 
@@ -491,8 +489,7 @@ def run_baseline(
         **res,
         "library_version": __version__,
     }
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "run.json", {"status": "done"})
+    finish_run(out, metrics)
     return metrics
 
 

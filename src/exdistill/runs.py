@@ -47,3 +47,9 @@ class MetricsLog:
 
     def __call__(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path, record)
+
+
+def finish_run(path: Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics.json``, then mark the run done (a run without the mark is unfinished)."""
+    write_json(path / "metrics.json", metrics)
+    write_json(path / MARKER, {"status": "done"})

@@ -181,8 +181,10 @@ class GradientMatching:
         syn_images: torch.Tensor,
         syn_labels: torch.Tensor,
         gen: torch.Generator,
+        frozen: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        """θ's own training between matches: real mini-batches (IDC) or epochs over S (DC)."""
+        """θ's own training between matches: real mini-batches (IDC) or epochs over S (DC),
+        where S includes the ``frozen`` earlier segments (EDD)."""
         cfg = self.cfg
         if cfg.net_source == "real":
             n = self.real.shape[0]
@@ -190,10 +192,11 @@ class GradientMatching:
                 idx = torch.randperm(n, generator=gen)[: cfg.net.batch_size].to(self.device)
                 trainer.step(self.dataset.normalize(self.real[idx]), self.real_labels[idx])
             return
-        images, labels = (
-            decode(syn_images.detach(), cfg.factor),
-            syn_labels.repeat_interleave(cfg.factor**2),
-        )
+        if frozen is not None:
+            syn_images = torch.cat([frozen[0].to(syn_images), syn_images.detach()])
+            syn_labels = torch.cat([frozen[1].to(syn_labels), syn_labels])
+        images = decode(syn_images.detach(), cfg.factor)
+        labels = syn_labels.repeat_interleave(cfg.factor**2)
         for _ in range(cfg.net_steps):
             order = torch.randperm(images.shape[0], generator=gen).to(self.device)
             for start in range(0, images.shape[0], cfg.net.batch_size):
@@ -249,22 +252,20 @@ class GradientMatching:
             f_img, f_lab = frozen[0].to(self.device).detach(), frozen[1].to(self.device)
             frozen_dec = [decode(f_img[f_lab == c], cfg.factor) for c in classes]
 
-        def make_batches(chunk, step_gen):
+        def make_batches(chunk):
             batches = []
             for c in chunk:
                 decoded = decode(syn[members[c]], cfg.factor)
                 batches.append(
-                    ClassBatch(
-                        c, self.real_batch(pools[c], step_gen), self._syn_sample(decoded, step_gen)
-                    )
+                    ClassBatch(c, self.real_batch(pools[c], gen), self._syn_sample(decoded, gen))
                 )
                 if frozen_dec is not None:
                     union = torch.cat([frozen_dec[c], decoded])
                     batches.append(
                         ClassBatch(
                             c,
-                            self.real_batch(self.full_pool[c], step_gen),
-                            self._syn_sample(union, step_gen),
+                            self.real_batch(self.full_pool[c], gen),
+                            self._syn_sample(union, gen),
                             reg_weight,
                         )
                     )
@@ -281,7 +282,7 @@ class GradientMatching:
                     net,
                     params,
                     self.distance,
-                    lambda ch: make_batches(ch, gen),
+                    make_batches,
                     classes,
                     self.augment,
                     gen,
@@ -295,15 +296,8 @@ class GradientMatching:
                 optimizer.step()
                 loss_sum += loss
                 progress.update(1)
-                if cfg.net_source == "real" and step < cfg.match_steps - 1:
-                    self.update_network(trainer, syn, labels, gen)
-                # DC/DSA: θ trains on S after all but the last matching step of the phase.
-                elif cfg.net_source == "syn" and step < cfg.match_steps - 1:
-                    all_img = syn if frozen is None else torch.cat([frozen[0].to(syn), syn])
-                    all_lab = (
-                        labels if frozen is None else torch.cat([frozen[1].to(labels), labels])
-                    )
-                    self.update_network(trainer, all_img, all_lab, gen)
+                if step < cfg.match_steps - 1:  # θ trains between matches, not after the last
+                    self.update_network(trainer, syn, labels, gen, frozen)
             if cfg.clamp:
                 with torch.no_grad():
                     syn.copy_(torch.maximum(torch.minimum(syn, self.high), self.low))
