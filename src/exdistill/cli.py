@@ -106,13 +106,18 @@ def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _distill_and_report(
-    run, method: dict[str, Any], out: Path, overwrite: bool, resume: bool = False
+    run,
+    method: dict[str, Any],
+    out: Path,
+    overwrite: bool,
+    resume: bool = False,
+    tsne: bool = True,
 ) -> None:
     from exdistill.pipeline import distill
     from exdistill.report import write_report
 
     outcome = distill(run, method, out, overwrite=overwrite, progress=tqdm_progress, resume=resume)
-    write_report(out)
+    write_report(out, tsne=tsne)
     print_distill_summary(outcome.metrics, out)
 
 
@@ -160,7 +165,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
         raise ConfigError("--base, --segments and --segment-ipc apply to --method edd only")
     overrides = _deep_update(edd_flags, overrides)
     run, overrides = _resumed_config(args, run, overrides)
-    _distill_and_report(run, overrides, *_out_and_resume_flags(args))
+    _distill_and_report(run, overrides, *_out_and_resume_flags(args), tsne=not args.no_tsne)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -248,6 +253,46 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     path = write_report(Path(args.run_dir))
     print(f"wrote {path}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from exdistill.bench import SUITES, parse_only, plan, run_suite
+    from exdistill.errors import ConfigError
+
+    suite = SUITES.get(args.suite)
+    only = parse_only(args.only)
+    data_dirs = {}
+    for item in args.data or []:
+        key, sep, path = item.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"--data expects KEY=PATH, got '{item}'")
+        data_dirs[key] = path
+    if args.dry_run:
+        for cell in plan(suite, only):
+            print(cell.key)
+        return
+    bar: list[Any] = []
+
+    def cells_progress(cells):
+        with tqdm(cells, desc=f"bench {suite.name}", unit="cell") as it:
+            bar.append(it)
+            yield from it
+
+    records = run_suite(
+        suite,
+        args.out,
+        only,
+        args.resume,
+        data_dirs,
+        args.data_root,
+        args.device,
+        echo=lambda line: (bar[0].write(line) if bar else print(line)),
+        cells_progress=cells_progress,
+    )
+    done = sum(r.status == "done" for r in records)
+    print(f"\n{done}/{len(records)} cells done; wrote {args.out}/results.md, results.json")
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
@@ -348,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--models", help="comma-separated evaluation networks (cross-architecture)")
     p.add_argument("--no-baselines", action="store_true", help="skip random/full baselines")
+    p.add_argument(
+        "--no-tsne",
+        action="store_true",
+        help="leave the t-SNE plot out of report.md (it trains a network on the real data)",
+    )
     p.add_argument("--base", help="EDD: the base method (idc, dc, dsa)")
     p.add_argument("--segments", help="EDD: images per class per segment, e.g. 5,5")
     p.add_argument("--segment-ipc", type=int, help="EDD: segments of this many images")
@@ -393,6 +443,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list distillation methods")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser(
+        "bench", help="run a benchmark suite (datasets × ipc × methods), resumable"
+    )
+    p.add_argument("--suite", default="smoke", help="smoke, cpu or paper (default smoke)")
+    p.add_argument("--out", required=True, help="suite directory")
+    p.add_argument("--resume", action="store_true", help="continue the suite in --out")
+    p.add_argument(
+        "--only", help="restrict cells, e.g. method=dc+idc,dataset=digits,ipc=1+10"
+    )
+    p.add_argument(
+        "--data", action="append", metavar="KEY=PATH",
+        help="where a dataset's files are, e.g. cifar10-jpeg=/data/cifar10-jpeg",
+    )
+    p.add_argument(
+        "--data-root", help="folder holding fashion-mnist/, cifar10-jpeg/, cifar-10-batches-py/"
+    )
+    p.add_argument("--device", default="cpu", help="torch device for every cell")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="write plots and report.md for a run directory")
     p.add_argument("run_dir")

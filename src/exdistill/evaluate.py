@@ -68,6 +68,12 @@ for _proto in (
         description="dc, 300 ep, ≤1500 steps, ConvNet width 64",
     ),
     Protocol(
+        "idc-smoke",
+        replace(_IDC, epochs=100, max_steps=200),
+        model_options={"width": 32},
+        description="idc, 100 ep, ≤200 steps, ConvNet width 32 (end-to-end checks only)",
+    ),
+    Protocol(
         "dsa-quick",
         replace(_DSA, **_QUICK),
         model_options=_QUICK_MODEL,

@@ -1,0 +1,683 @@
+"""The benchmark suite: datasets × ipc × methods under one protocol and seed, resumable.
+
+    exdistill bench --suite cpu --out runs/bench-cpu --data-root ../shared/data
+
+Comparable by construction: every cell of a suite uses the same evaluation protocol, repeats
+and seed; the random-subset and full-data rows come from the same protocol.
+
+Each cell runs in its own process (``python -m exdistill distill|baseline``), so its peak
+resident memory is measured alone (``wait4``) and a crash — out of memory, a bad config — fails
+that cell only: it is recorded with its error and the suite goes on. A cell's run directory is
+``OUT/cells/<dataset>/ipc<k>/<method>``; a finished one is read back, never recomputed, so a
+killed suite continues where it stopped (``--resume``); an unfinished one continues from its
+own checkpoint. Failed cells are retried on resume.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exdistill import __version__
+from exdistill.errors import ConfigError
+from exdistill.io import write_json, write_text
+from exdistill.registry import Registry
+from exdistill.tables import best_rows, markdown_table, pct
+
+FULL = "full"  # the full-data row of a dataset (ipc 0 in its cell)
+SELECTION = ("random",)  # rows computed by ``exdistill baseline`` instead of ``distill``
+
+
+# ----------------------------------------------------------------------------- datasets
+@dataclass(frozen=True)
+class BenchDataset:
+    """A dataset as the suite names it: the loader and where its files usually live."""
+
+    key: str
+    loader: str
+    label: str
+    subdir: str | None = None  # under --data-root; None: built in or the loader's default
+
+
+BENCH_DATASETS: Registry[BenchDataset] = Registry("bench dataset")
+for _ds in (
+    BenchDataset("digits", "digits", "digits (8×8, built in)"),
+    BenchDataset("fashion-mnist", "fashion-mnist", "Fashion-MNIST", "fashion-mnist"),
+    BenchDataset("cifar10-jpeg", "imagefolder", "CIFAR-10 (JPEG)", "cifar10-jpeg"),
+    BenchDataset("cifar10", "cifar10", "CIFAR-10", "cifar-10-batches-py"),
+):
+    BENCH_DATASETS.add(_ds.key, _ds)
+
+
+def resolve_data_dir(
+    key: str, data_dirs: dict[str, str], data_root: str | None
+) -> tuple[str | None, str | None]:
+    """``(data_dir, None)`` for a usable dataset, ``(None, reason)`` when its files are missing.
+
+    Order: ``--data KEY=PATH``, then ``--data-root/<subdir>``, then the loader's default.
+    """
+    from exdistill.data.base import DATASETS
+
+    ds = BENCH_DATASETS.get(key)
+    spec = DATASETS.get(ds.loader)
+    if key in data_dirs:
+        path = Path(data_dirs[key]).expanduser()
+        return (str(path), None) if path.exists() else (None, f"{path} not found")
+    if not spec.needs_dir:
+        return None, None
+    if data_root and ds.subdir and (Path(data_root).expanduser() / ds.subdir).exists():
+        return str(Path(data_root).expanduser() / ds.subdir), None
+    if spec.default_dir and Path(spec.default_dir).expanduser().exists():
+        return None, None
+    return None, f"no data: pass --data {key}=PATH or --data-root DIR"
+
+
+# ----------------------------------------------------------------------------- suites
+@dataclass(frozen=True)
+class Suite:
+    """A grid of cells and the one protocol that judges them all."""
+
+    name: str
+    datasets: tuple[str, ...]
+    ipcs: tuple[int, ...]
+    methods: tuple[str, ...]  # "random" = fresh random subsets (the baseline row)
+    preset: str = "quick"
+    protocol: str = "idc-quick"
+    repeats: int = 3
+    seed: int = 0
+    method_ipcs: dict[str, tuple[int, ...]] = field(default_factory=dict)  # restricts a method
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method config values
+    full_data: bool = True  # add each dataset's full-data row
+    description: str = ""
+
+
+SUITES: Registry[Suite] = Registry("suite")
+_ALL_METHODS = ("random", "herding", "dc", "dsa", "dm", "idc", "edd", "mtt")
+
+SUITES.add(
+    "smoke",
+    Suite(
+        "smoke",
+        datasets=("digits",),
+        ipcs=(1, 10),
+        methods=_ALL_METHODS,
+        protocol="idc-smoke",
+        repeats=2,
+        overrides={
+            "dc": {"iterations": 2},
+            "dsa": {"iterations": 2},
+            "idc": {"iterations": 3},
+            "edd": {"base_config": {"iterations": 4}, "filter": {"max_steps": 100}},
+            "dm": {"iterations": 30},
+            "mtt": {"iterations": 5},
+            "herding": {"train": {"max_steps": 100}},
+        },
+        description="digits, ipc 1 and 10, every method with tiny budgets: an end-to-end check "
+        "(under 10 minutes on 2 cores); accuracies mean little",
+    ),
+)
+SUITES.add(
+    "cpu",
+    Suite(
+        "cpu",
+        datasets=("digits", "fashion-mnist", "cifar10-jpeg"),
+        ipcs=(1, 10, 50),
+        methods=_ALL_METHODS,
+        method_ipcs={"mtt": (1, 10)},
+        description="digits, Fashion-MNIST, CIFAR-10 (JPEG) × ipc 1, 10, 50, quick presets, "
+        "protocol idc-quick (ConvNet width 64, ≤1500 SGD steps), 3 repeats, 2 CPU cores",
+    ),
+)
+SUITES.add(
+    "paper",
+    Suite(
+        "paper",
+        datasets=("fashion-mnist", "cifar10"),
+        ipcs=(1, 10, 50),
+        methods=_ALL_METHODS,
+        preset="paper",
+        protocol="idc",
+        repeats=5,
+        description="the published settings and the idc protocol, 5 repeats: for a GPU "
+        "(--device cuda)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    ipc: int  # 0 for the full-data row
+    method: str
+
+    @property
+    def key(self) -> str:
+        return (
+            f"{self.dataset}/{FULL}"
+            if self.method == FULL
+            else (f"{self.dataset}/ipc{self.ipc}/{self.method}")
+        )
+
+
+ONLY_KEYS = ("method", "dataset", "ipc")
+
+
+def parse_only(text: str | None) -> dict[str, set[str]]:
+    """``"method=dc+idc,ipc=10"`` → ``{"method": {"dc", "idc"}, "ipc": {"10"}}``."""
+    if not text:
+        return {}
+    out: dict[str, set[str]] = {}
+    for part in text.split(","):
+        key, sep, values = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ONLY_KEYS or not values:
+            raise ConfigError(
+                f"--only: expected key=value[+value] with key in {', '.join(ONLY_KEYS)}, "
+                f"got '{part}'"
+            )
+        out.setdefault(key, set()).update(v.strip() for v in values.split("+"))
+    return out
+
+
+def plan(suite: Suite, only: dict[str, set[str]] | None = None) -> list[Cell]:
+    """The suite's cells, small ipc first (so a partial run covers every dataset), then the
+    full-data rows (the most expensive, and cached across suites)."""
+    only = only or {}
+
+    def wanted(cell: Cell) -> bool:
+        checks = {"method": cell.method, "dataset": cell.dataset, "ipc": str(cell.ipc)}
+        return all(checks[k] in v for k, v in only.items() if not (k == "ipc" and cell.ipc == 0))
+
+    cells = [
+        Cell(ds, ipc, m)
+        for ipc in suite.ipcs
+        for ds in suite.datasets
+        for m in suite.methods
+        if ipc in suite.method_ipcs.get(m, (ipc,))
+    ]
+    if suite.full_data:
+        cells += [Cell(ds, 0, FULL) for ds in suite.datasets]
+    return [c for c in cells if wanted(c)]
+
+
+# ----------------------------------------------------------------------------- commands
+@dataclass
+class CellContext:
+    """What a cell's command needs besides the cell."""
+
+    suite: Suite
+    out: Path
+    data_dir: str | None
+    device: str
+
+
+def _cell_dir(ctx: CellContext, cell: Cell) -> Path:
+    return ctx.out / "cells" / cell.key
+
+
+def _baseline_argv(cell: Cell, ctx: CellContext) -> list[str]:
+    ds = BENCH_DATASETS.get(cell.dataset)
+    kind = "full" if cell.method == FULL else "random"
+    argv = ["baseline", kind, "--dataset", ds.loader, "--protocol", ctx.suite.protocol]
+    argv += ["--repeats", str(ctx.suite.repeats), "--seed", str(ctx.suite.seed)]
+    argv += ["--device", ctx.device, "--out", str(_cell_dir(ctx, cell))]
+    if kind == "random":
+        argv += ["--ipc", str(cell.ipc)]
+    return argv + (["--data-dir", ctx.data_dir] if ctx.data_dir else [])
+
+
+def _distill_argv(cell: Cell, ctx: CellContext) -> list[str]:
+    ds, s = BENCH_DATASETS.get(cell.dataset), ctx.suite
+    argv = ["distill", "--method", cell.method, "--dataset", ds.loader, "--ipc", str(cell.ipc)]
+    argv += ["--preset", s.preset, "--protocol", s.protocol, "--repeats", str(s.repeats)]
+    argv += ["--seed", str(s.seed), "--device", ctx.device, "--no-baselines", "--no-tsne"]
+    argv += ["--out", str(_cell_dir(ctx, cell))]
+    if ctx.data_dir:
+        argv += ["--data-dir", ctx.data_dir]
+    overrides = s.overrides.get(cell.method)
+    if overrides:
+        config = _cell_dir(ctx, cell).with_suffix(".yaml")
+        write_text(config, yaml.safe_dump({"method": overrides}, sort_keys=False))
+        argv += ["--config", str(config)]
+    return argv
+
+
+def _mtt_argv(cell: Cell, ctx: CellContext) -> list[str]:
+    """MTT needs expert trajectories: trained once per dataset (resumable), then shared."""
+    return [*_distill_argv(cell, ctx), "--experts", str(ctx.out / "experts" / cell.dataset)]
+
+
+# How each kind of cell is computed; any other method name is a plain ``distill``.
+CELL_COMMANDS: dict[str, Callable[[Cell, CellContext], list[str]]] = {
+    "random": _baseline_argv,
+    FULL: _baseline_argv,
+    "mtt": _mtt_argv,
+}
+
+
+def _experts_argv(cell: Cell, ctx: CellContext) -> list[str]:
+    ds, s = BENCH_DATASETS.get(cell.dataset), ctx.suite
+    argv = ["experts", "--dataset", ds.loader, "--preset", s.preset, "--seed", str(s.seed)]
+    argv += ["--device", ctx.device, "--out", str(ctx.out / "experts" / cell.dataset)]
+    argv += ["--resume"]
+    return argv + (["--data-dir", ctx.data_dir] if ctx.data_dir else [])
+
+
+# Work a cell needs first (shared between cells, itself resumable).
+CELL_PREPARE: dict[str, Callable[[Cell, CellContext], list[str]]] = {"mtt": _experts_argv}
+
+
+# ----------------------------------------------------------------------------- running
+@dataclass
+class CellRecord:
+    """One cell's outcome, as results.json stores it."""
+
+    dataset: str
+    ipc: int
+    method: str
+    status: str  # done | failed | skipped | unavailable | pending
+    test_acc_mean: float | None = None
+    test_acc_std: float | None = None
+    test_accs: list[float] = field(default_factory=list)
+    val_acc_mean: float | None = None
+    distill_seconds: float | None = None
+    eval_seconds: float | None = None
+    wall_seconds: float | None = None
+    peak_rss_gib: float | None = None
+    update_similarity: float | None = None
+    config_hash: str | None = None
+    library_version: str | None = None
+    run_dir: str | None = None
+    grid: str | None = None
+    error: str | None = None
+    cached: bool = False
+
+
+def _is_done(run_dir: Path) -> bool:
+    try:
+        status = json.loads((run_dir / "run.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return status == "done" and (run_dir / "metrics.json").is_file()
+
+
+def read_cell(cell: Cell, run_dir: Path, cached: bool) -> CellRecord:
+    """The record of a finished cell, from its run directory."""
+    m = json.loads((run_dir / "metrics.json").read_text())
+    extra: dict[str, Any] = {}
+    if (run_dir / "bench.json").is_file():
+        extra = json.loads((run_dir / "bench.json").read_text())
+    sim = m.get("update_similarity")
+    return CellRecord(
+        cell.dataset,
+        cell.ipc,
+        cell.method,
+        "done",
+        test_acc_mean=m.get("test_acc_mean"),
+        test_acc_std=m.get("test_acc_std"),
+        test_accs=list(m.get("test_accs", [])),
+        val_acc_mean=m.get("val_acc_mean"),
+        distill_seconds=m.get(
+            "distill_seconds", 0.0 if cell.method in (FULL, *SELECTION) else None
+        ),
+        eval_seconds=m.get("eval_seconds", m.get("seconds")),
+        wall_seconds=extra.get("wall_seconds"),
+        peak_rss_gib=extra.get("peak_rss_gib"),
+        update_similarity=sim.get("mean") if isinstance(sim, dict) else None,
+        config_hash=m.get("config_hash"),
+        library_version=m.get("library_version"),
+        run_dir=str(run_dir),
+        grid=str(run_dir / "grid.png") if (run_dir / "grid.png").is_file() else None,
+        cached=cached,
+    )
+
+
+@dataclass
+class ProcessResult:
+    returncode: int
+    peak_rss_gib: float | None
+    wall_seconds: float
+    tail: str
+
+
+def run_process(argv: Sequence[str], log: Path) -> ProcessResult:
+    """Run ``python -m exdistill ARGV``, output appended to ``log``; the child's own peak RSS."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write(f"$ exdistill {' '.join(argv)}\n")
+        fh.flush()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exdistill", *argv],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            if hasattr(os, "wait4"):
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                peak = usage.ru_maxrss / 2**20  # KiB on Linux
+            else:  # pragma: no cover - not Unix
+                proc.wait()
+                peak = None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return ProcessResult(proc.returncode, peak, time.perf_counter() - t0, _tail(log))
+
+
+def _tail(log: Path) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    # The CLI's one-line error, else the last line (a traceback's exception).
+    for ln in reversed(lines[-50:]):
+        if ln.startswith("exdistill: error:"):
+            return ln.removeprefix("exdistill: error:").strip()
+    return lines[-1][-500:] if lines else ""
+
+
+def _failure(result: ProcessResult) -> str:
+    if result.returncode < 0:
+        sig = signal.Signals(-result.returncode).name
+        hint = " (out of memory?)" if result.returncode == -signal.SIGKILL else ""
+        return f"killed by {sig}{hint}"
+    return result.tail or f"exit status {result.returncode}"
+
+
+def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
+    """Compute one cell in a child process (or read it back when finished)."""
+    from exdistill.methods import METHODS
+
+    run_dir = _cell_dir(ctx, cell)
+    if _is_done(run_dir):
+        return read_cell(cell, run_dir, cached=True)
+    if cell.method not in (FULL, *SELECTION) and cell.method not in METHODS.names():
+        return CellRecord(
+            cell.dataset,
+            cell.ipc,
+            cell.method,
+            "unavailable",
+            error=f"method '{cell.method}' is not in this version",
+        )
+    log = run_dir.with_suffix(".log")
+    prepare = CELL_PREPARE.get(cell.method)
+    if prepare is not None:
+        pre = run_process(prepare(cell, ctx), log)
+        if pre.returncode != 0:
+            return CellRecord(
+                cell.dataset,
+                cell.ipc,
+                cell.method,
+                "failed",
+                error=f"preparing: {_failure(pre)}",
+                wall_seconds=pre.wall_seconds,
+            )
+    argv = CELL_COMMANDS.get(cell.method, _distill_argv)(cell, ctx)
+    resumable = (run_dir / "run.json").is_file() and cell.method not in (FULL, *SELECTION)
+    result = run_process([*argv, "--resume"] if resumable else [*argv, "--overwrite"], log)
+    if resumable and result.returncode == 2 and "config differs" in result.tail:
+        # The code's config changed since the cell started: its checkpoint is stale.
+        result = run_process([*argv, "--overwrite"], log)
+    if result.returncode != 0 or not _is_done(run_dir):
+        return CellRecord(
+            cell.dataset,
+            cell.ipc,
+            cell.method,
+            "failed",
+            error=_failure(result),
+            wall_seconds=round(result.wall_seconds, 1),
+        )
+    peak = None if result.peak_rss_gib is None else round(result.peak_rss_gib, 3)
+    write_json(
+        run_dir / "bench.json",
+        {"wall_seconds": round(result.wall_seconds, 1), "peak_rss_gib": peak, "argv": argv},
+    )
+    return read_cell(cell, run_dir, cached=False)
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    only: dict[str, set[str]] | None = None,
+    resume: bool = False,
+    data_dirs: dict[str, str] | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    echo: Callable[[str], None] = print,
+    cells_progress: Callable[[Iterable[Cell]], Iterable[Cell]] = lambda cells: cells,
+) -> list[CellRecord]:
+    """Run (or continue) a suite; write results.json, results.md and plots after every cell."""
+    out = Path(out)
+    cells = plan(suite, only)
+    if not cells:
+        raise ConfigError("--only leaves no cell of this suite to run")
+    for key in data_dirs or {}:
+        BENCH_DATASETS.get(key)
+    _claim(out, suite, resume)
+    records: dict[Cell, CellRecord] = {c: _pending(c) for c in cells}
+    dirs: dict[str, tuple[str | None, str | None]] = {
+        ds: resolve_data_dir(ds, data_dirs or {}, data_root) for ds in suite.datasets
+    }
+    for cell in cells_progress(cells):
+        data_dir, missing = dirs[cell.dataset]
+        if missing:
+            records[cell] = CellRecord(
+                cell.dataset, cell.ipc, cell.method, "skipped", error=missing
+            )
+        else:
+            records[cell] = run_cell(cell, CellContext(suite, out, data_dir, device))
+        echo(describe(records[cell]))
+        write_results(out, suite, list(records.values()))
+    return list(records.values())
+
+
+def _pending(cell: Cell) -> CellRecord:
+    return CellRecord(cell.dataset, cell.ipc, cell.method, "pending")
+
+
+def _claim(out: Path, suite: Suite, resume: bool) -> None:
+    """A new suite directory, or (``resume``) one this suite made."""
+    marker = out / "suite.json"
+    if marker.is_file():
+        if not resume:
+            raise ConfigError(f"out: {out} holds a suite; continue it with --resume")
+        saved = json.loads(marker.read_text()).get("suite")
+        if saved != suite.name:
+            raise ConfigError(f"out: {out} holds suite '{saved}', not '{suite.name}'")
+        return
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ConfigError(f"out: {out} exists and is not empty")
+    write_json(marker, {"suite": suite.name, "created": _now(), "library_version": __version__})
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def describe(r: CellRecord) -> str:
+    where = f"{r.dataset} " + ("full data" if r.method == FULL else f"ipc {r.ipc} {r.method}")
+    if r.status != "done":
+        return f"{where}: {r.status}" + (f" — {r.error}" if r.error else "")
+    cost = []
+    if r.distill_seconds:
+        cost.append(f"distill {r.distill_seconds:.0f} s")
+    if r.eval_seconds is not None:
+        cost.append(f"eval {r.eval_seconds:.0f} s")
+    if r.peak_rss_gib is not None:
+        cost.append(f"{r.peak_rss_gib:.2f} GiB")
+    cached = ", cached" if r.cached else ""
+    return f"{where}: {pct(r.test_acc_mean, r.test_acc_std)} % ({', '.join(cost)}{cached})"
+
+
+# ----------------------------------------------------------------------------- outputs
+def write_results(out: Path, suite: Suite, records: list[CellRecord]) -> None:
+    done = [r for r in records if r.status == "done"]
+    write_json(
+        out / "results.json",
+        {
+            "suite": asdict(suite),
+            "updated": _now(),
+            "library_version": __version__,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "cells": [asdict(r) for r in records],
+        },
+    )
+    write_text(out / "results.md", render_markdown(suite, records))
+    _copy_grids(out, done)
+    _plots(out, suite, done)
+
+
+def render_markdown(suite: Suite, records: list[CellRecord]) -> str:
+    """Per dataset: methods × ipc, test accuracy % mean ± std, best per column in bold."""
+    lines = [
+        f"# Benchmark suite `{suite.name}`",
+        "",
+        f"{suite.description}. Protocol `{suite.protocol}`, {suite.repeats} evaluation repeats, "
+        f"seed {suite.seed}, preset `{suite.preset}`. Test accuracy %, mean ± std. Best per "
+        f"column in bold (the full-data row is the upper bound, not a contender). "
+        f"Updated {_now()}, exdistill {__version__}.",
+    ]
+    by_key = {(r.dataset, r.ipc, r.method): r for r in records}
+    for ds in suite.datasets:
+        ipcs = [i for i in suite.ipcs if any(r.dataset == ds and r.ipc == i for r in records)]
+        methods = [
+            m for m in suite.methods if any(r.dataset == ds and r.method == m for r in records)
+        ]
+        if not ipcs:
+            continue
+        lines += ["", f"## {BENCH_DATASETS.get(ds).label}", ""]
+        rows = [[m] for m in methods]
+        costs = [[m] for m in methods]
+        for ipc in ipcs:
+            cells = [by_key.get((ds, ipc, m)) for m in methods]
+            means = [c.test_acc_mean if c and c.status == "done" else None for c in cells]
+            best = best_rows(means)
+            for i, c in enumerate(cells):
+                text = _cell_text(c)
+                rows[i].append(f"**{text}**" if i in best else text)
+                costs[i].append(_cost_text(c))
+        full = by_key.get((ds, 0, FULL))
+        if full is not None:
+            rows.append(["full data", *[_cell_text(full)] * len(ipcs)])
+        header = ["method", *[f"ipc {i}" for i in ipcs]]
+        lines.append(markdown_table(header, rows))
+        lines += ["", "Cost per cell: distillation s / evaluation s / peak memory GiB.", ""]
+        lines.append(markdown_table(header, costs))
+    failed = [r for r in records if r.status in ("failed", "skipped", "unavailable")]
+    if failed:
+        lines += ["", "## Not computed", ""]
+        lines += [f"- {r.dataset} ipc {r.ipc} {r.method}: {r.status} — {r.error}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def _cell_text(r: CellRecord | None) -> str:
+    if r is None or r.status == "pending":
+        return "—"
+    if r.status != "done":
+        return r.status
+    return pct(r.test_acc_mean, r.test_acc_std)
+
+
+def _cost_text(r: CellRecord | None) -> str:
+    if r is None or r.status != "done":
+        return "—"
+
+    def num(v: float | None, fmt: str) -> str:
+        return "?" if v is None else format(v, fmt)
+
+    return (
+        f"{num(r.distill_seconds, '.0f')} / {num(r.eval_seconds, '.0f')} / "
+        f"{num(r.peak_rss_gib, '.2f')}"
+    )
+
+
+def _copy_grids(out: Path, records: list[CellRecord]) -> None:
+    for r in records:
+        if r.grid:
+            dest = out / "grids" / f"{r.dataset}-ipc{r.ipc}-{r.method}.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(r.grid, dest)
+
+
+def _plots(out: Path, suite: Suite, records: list[CellRecord]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from exdistill.io import atomic_write
+
+    for ds in suite.datasets:
+        rows = [r for r in records if r.dataset == ds and r.method != FULL]
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for m in suite.methods:
+            pts = sorted((r.ipc, r.test_acc_mean, r.test_acc_std) for r in rows if r.method == m)
+            if pts:
+                x, y, e = zip(*pts, strict=True)
+                ax.errorbar(
+                    x,
+                    [100 * v for v in y],
+                    yerr=[100 * v for v in e],
+                    marker="o",
+                    capsize=3,
+                    label=m,
+                )
+        full = [r for r in records if r.dataset == ds and r.method == FULL]
+        if full:
+            ax.axhline(100 * full[0].test_acc_mean, color="k", ls="--", lw=1, label="full data")
+        ax.set(
+            xscale="log",
+            xlabel="images per class",
+            ylabel="test accuracy %",
+            title=BENCH_DATASETS.get(ds).label,
+        )
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        atomic_write(
+            out / f"accuracy_vs_ipc_{ds}.png", lambda p, f=fig: f.savefig(p, dpi=110, format="png")
+        )
+        plt.close(fig)
+    timed = [r for r in records if r.method != FULL and r.distill_seconds]
+    if timed:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        markers = dict(zip(suite.datasets, "osD^v", strict=False))
+        colors = {m: f"C{i}" for i, m in enumerate(suite.methods)}
+        for r in timed:
+            ax.scatter(
+                r.distill_seconds,
+                100 * r.test_acc_mean,
+                c=colors.get(r.method, "k"),
+                marker=markers.get(r.dataset, "o"),
+                s=18,
+            )
+        for m, c in colors.items():
+            ax.scatter([], [], c=c, label=m, s=18)
+        ax.set(
+            xscale="log",
+            xlabel="distillation seconds",
+            ylabel="test accuracy %",
+            title="time vs accuracy (marker = dataset)",
+        )
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        atomic_write(
+            out / "time_vs_accuracy.png", lambda p, f=fig: f.savefig(p, dpi=110, format="png")
+        )
+        plt.close(fig)
