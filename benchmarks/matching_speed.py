@@ -1,7 +1,7 @@
 """Speed of the inner gradient-matching step against a plain per-class reference loop.
 
-    python benchmarks/matching_speed.py [--case a|b|all] [--steps 5] [--threads N] [--json PATH]
-                                        [--grad-rtol 1e-4]
+    python benchmarks/matching_speed.py [--case a|b|c|all] [--steps 5] [--threads N] [--json PATH]
+                                        [--grad-rtol 1e-4] [--device cpu|cuda]
 
 The library side is one call of ``exdistill.methods.matching.match_and_backward``. The reference
 is written here with the structure of the official DC/IDC code: a Python loop over classes; per
@@ -32,7 +32,12 @@ Cases (IDC setting: l1 distance on the conv weights, ipc 10, factor 2, width 128
 
 - ``a``: CIFAR-10 shape, 3×32×32, ConvNet-3 (instance norm), 64 real and 10·2² = 40 decoded
   synthetic images per class, random tensors (speed does not depend on pixel values);
-- ``b``: digits shape, 1×8×8, ConvNet-2 (``depth_for_resolution(8)``), the built-in digits.
+- ``b``: digits shape, 1×8×8, ConvNet-2 (``depth_for_resolution(8)``), the built-in digits;
+- ``c``: Tiny-ImageNet shape, 3×64×64, ConvNet-4, otherwise as ``a`` (not in ``all``: on CPU a
+  step takes about four times case a's).
+
+``--device cuda`` runs both sides on the GPU (inputs made on CPU with the same generator, then
+moved; every timed step is bracketed by ``torch.cuda.synchronize``).
 
 Per case it prints ms/step of both (median of ``--steps`` timed steps after one warm-up step,
 the two sides interleaved so background load hits both alike), the ratio reference/library,
@@ -87,6 +92,7 @@ class Case:
 CASES = {
     "a": Case("a", "CIFAR shape 3×32×32", channels=3, size=32),
     "b": Case("b", "digits 1×8×8", channels=1, size=8, digits=True),
+    "c": Case("c", "Tiny-ImageNet 3×64×64", channels=3, size=64),
 }
 
 
@@ -98,7 +104,7 @@ class Inputs:
     stored: torch.Tensor  # (classes·ipc, C, H, W), class-major; the leaf both sides optimise
 
 
-def make_inputs(case: Case, seed: int = 0) -> Inputs:
+def make_inputs(case: Case, seed: int = 0, device: str = "cpu") -> Inputs:
     gen = torch.Generator().manual_seed(seed)
     shape = (case.channels, case.size, case.size)
     n_syn = case.ipc * case.factor**2  # decoded images per class
@@ -125,7 +131,8 @@ def make_inputs(case: Case, seed: int = 0) -> Inputs:
         generator=gen,
         width=case.width,
     ).train()
-    return Inputs(model, LAYERS.get(case.layers)(model), real, stored_images)
+    model, real = model.to(device), [r.to(device) for r in real]
+    return Inputs(model, LAYERS.get(case.layers)(model), real, stored_images.to(device))
 
 
 # ----------------------------------------------------------------------------- the two sides
@@ -156,7 +163,7 @@ def reference_distance(
     g_syn: Sequence[torch.Tensor], g_real: Sequence[torch.Tensor], metric: str
 ) -> torch.Tensor:
     """The official IDC ``dist`` for its two CIFAR/ImageNet metrics, summed over layers."""
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=g_syn[0].device)
     for gs, gr in zip(g_syn, g_real, strict=True):
         if metric == "l1":
             loss = loss + torch.sum(torch.abs(gs - gr))
@@ -170,12 +177,12 @@ def reference_distance(
 def reference_step(case: Case, inp: Inputs, stored: torch.Tensor) -> float:
     """One matching step as the official code writes it: a loop over classes, one backward."""
     model, params = inp.model, inp.params
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=stored.device)
     for c in range(case.classes):
         img_real = inp.real[c]
         img_syn = decode(stored[c * case.ipc : (c + 1) * case.ipc], case.factor)
-        lab_real = torch.full((img_real.shape[0],), c, dtype=torch.long)
-        lab_syn = torch.full((img_syn.shape[0],), c, dtype=torch.long)
+        lab_real = torch.full((img_real.shape[0],), c, dtype=torch.long, device=img_real.device)
+        lab_syn = torch.full((img_syn.shape[0],), c, dtype=torch.long, device=img_syn.device)
 
         loss_real = F.cross_entropy(model(img_real), lab_real)
         g_real = [g.detach() for g in torch.autograd.grad(loss_real, params)]
@@ -229,19 +236,28 @@ def count_flops(case: Case, inp: Inputs, gen: torch.Generator) -> int:
     return counter.get_total_flops()
 
 
-def matmul_rate(n: int = 2048, reps: int = 10) -> float:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; CPU needs nothing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
     """Dense fp32 matmul GFLOP/s of this process (same threads as the benchmark)."""
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    a, b = a.to(device), b.to(device)
     torch.mm(a, b)  # warm-up
+    sync(a.device)
     start = time.perf_counter()
     for _ in range(reps):
         torch.mm(a, b)
+    sync(a.device)
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def run_case(case: Case, steps: int, peak: float, grad_rtol: float) -> dict:
-    inp = make_inputs(case)
+def run_case(case: Case, steps: int, peak: float, grad_rtol: float, device: str = "cpu") -> dict:
+    inp = make_inputs(case, device=device)
     gen = torch.Generator().manual_seed(1)  # augmentation is off: nothing draws from it
     agreement = check_agreement(case, inp, gen, grad_rtol)
     lib_times, ref_times = [], []
@@ -251,11 +267,13 @@ def run_case(case: Case, steps: int, peak: float, grad_rtol: float) -> dict:
         for side in order:
             leaf = fresh_leaf(inp.stored)
             inp.model.zero_grad(set_to_none=True)
+            sync(leaf.device)
             start = time.perf_counter()
             if side == "lib":
                 library_step(case, inp, leaf, gen)
             else:
                 reference_step(case, inp, leaf)
+            sync(leaf.device)
             (lib_times if side == "lib" else ref_times).append(time.perf_counter() - start)
     lib_s, ref_s = statistics.median(lib_times), statistics.median(ref_times)
     flops = count_flops(case, inp, gen)
@@ -297,7 +315,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps default")
-    parser.add_argument("--case", choices=["a", "b", "all"], default="all")
+    parser.add_argument("--case", choices=["a", "b", "c", "all"], default="all")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--grad-rtol",
@@ -312,17 +331,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     keys = ["a", "b"] if args.case == "all" else [args.case]
-    peak = matmul_rate()
+    peak = matmul_rate(device=args.device)
     results = []
     for key in keys:
         case = CASES[key]
         print(f"case {key}: {case.label}, {args.steps} timed steps per side ...", flush=True)
-        results.append(run_case(case, args.steps, peak, args.grad_rtol))
+        results.append(run_case(case, args.steps, peak, args.grad_rtol, args.device))
     print_table(results, peak, threads)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "threads": threads,
+            "device": args.device,
             "torch": torch.__version__,
             "steps": args.steps,
             "matmul_gflops": peak,

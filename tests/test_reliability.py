@@ -46,7 +46,7 @@ def quiet_env(cache: Path):
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EXDISTILL_CACHE", str(cache))
-        mp.setattr("exdistill.report.write_report", lambda run_dir: run_dir)
+        mp.setattr("exdistill.report.write_report", lambda run_dir, **kw: run_dir)
         try:
             yield mp
         finally:
@@ -56,7 +56,7 @@ def quiet_env(cache: Path):
 @pytest.fixture
 def env(monkeypatch):
     """No report pictures (conftest.py gives every test a private cache and one thread)."""
-    monkeypatch.setattr("exdistill.report.write_report", lambda run_dir: run_dir)
+    monkeypatch.setattr("exdistill.report.write_report", lambda run_dir, **kw: run_dir)
     return monkeypatch
 
 

@@ -113,12 +113,20 @@ def _distill_and_report(
     resume: bool = False,
     tsne: bool = True,
 ) -> None:
-    from exdistill.pipeline import distill
+    from exdistill.distributed import Dist
+    from exdistill.pipeline import distill, no_progress
     from exdistill.report import write_report
 
-    outcome = distill(run, method, out, overwrite=overwrite, progress=tqdm_progress, resume=resume)
-    write_report(out, tsne=tsne)
-    print_distill_summary(outcome.metrics, out)
+    # Under torchrun: one of several processes (docs/scale.md); rank 0 alone writes and prints.
+    dist = Dist.from_env(run.device)
+    progress = tqdm_progress if dist.is_main else no_progress
+    outcome = distill(
+        run, method, out, overwrite=overwrite, progress=progress, resume=resume, dist=dist
+    )
+    if dist.is_main:
+        write_report(out, tsne=tsne)
+        print_distill_summary(outcome.metrics, out)
+    dist.close()
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -164,6 +172,12 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
         raise ConfigError("--base, --segments and --segment-ipc apply to --method edd only")
     overrides = _deep_update(edd_flags, overrides)
+    if args.experts:
+        if run.method != "mtt":
+            from exdistill.errors import ConfigError
+
+            raise ConfigError("--experts applies to --method mtt only")
+        overrides = _deep_update({"experts": args.experts}, overrides)
     run, overrides = _resumed_config(args, run, overrides)
     _distill_and_report(run, overrides, *_out_and_resume_flags(args), tsne=not args.no_tsne)
 
@@ -288,11 +302,35 @@ def cmd_bench(args: argparse.Namespace) -> None:
         data_dirs,
         args.data_root,
         args.device,
-        echo=lambda line: (bar[0].write(line) if bar else print(line)),
+        echo=lambda line: bar[0].write(line) if bar else print(line),
         cells_progress=cells_progress,
     )
     done = sum(r.status == "done" for r in records)
     print(f"\n{done}/{len(records)} cells done; wrote {args.out}/results.md, results.json")
+
+
+def cmd_experts(args: argparse.Namespace) -> None:
+    from exdistill.data import load_dataset
+    from exdistill.experts import resolve_expert_config, train_experts
+
+    flags: dict[str, Any] = {"model": args.model, "num_experts": args.num_experts}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if args.epochs is not None:
+        flags["train"] = {"epochs": args.epochs}
+    overrides = _deep_update(flags, parse_overrides(args.set or []))
+    cfg = resolve_expert_config(args.preset, args.dataset, args.protocol, overrides)
+    dataset = load_dataset(args.dataset, args.data_dir)
+    summary = train_experts(
+        dataset, cfg, args.out, args.seed, args.resume, args.device, tqdm_progress
+    )
+    accs = [a for a in summary.val_accs if a is not None]
+    mean = f"{100 * sum(accs) / len(accs):.2f}" if accs else "—"
+    print(f"\n{args.dataset}: {cfg.num_experts} experts × {cfg.epochs} epochs ({cfg.model})")
+    print_table(
+        [(str(summary.trained), str(summary.skipped), str(summary.repaired), mean)],
+        ("files written", "kept (verified)", "repaired", "val accuracy %, mean"),
+    )
+    print(f"\nwrote {args.out}/ (manifest.json, expert_*/epoch_*.safetensors)")
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
@@ -398,9 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave the t-SNE plot out of report.md (it trains a network on the real data)",
     )
-    p.add_argument("--base", help="EDD: the base method (idc, dc, dsa)")
+    p.add_argument("--base", help="EDD: the base method (idc, dc, dsa, dm)")
     p.add_argument("--segments", help="EDD: images per class per segment, e.g. 5,5")
     p.add_argument("--segment-ipc", type=int, help="EDD: segments of this many images")
+    p.add_argument("--experts", help="MTT: directory of expert trajectories (exdistill experts)")
     p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
     p.add_argument(
         "--set",
@@ -441,20 +480,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list datasets and whether their files are found")
     p.set_defaults(func=cmd_datasets)
 
+    p = sub.add_parser("experts", help="train expert trajectories on real data (for mtt)")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--num-experts", type=int, help="default: the preset's (paper 100)")
+    p.add_argument("--epochs", type=int, help="epochs per expert (default: the preset's; paper 50)")
+    p.add_argument("--model", help="network (default convnet)")
+    p.add_argument(
+        "--protocol",
+        default="mtt",
+        help="training recipe: mtt (MTT's: SGD 0.01, no momentum, batch 256, DSA) or the "
+        "recipe of an evaluation protocol",
+    )
+    p.add_argument("--preset", default="quick", help="quick (CPU budget) or paper")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. --set model_options.width=128 --set train.batch_size=128",
+    )
+    p.add_argument("--seed", type=int, default=0, help="fixes every random draw (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the experts in --out: verified files are kept, the rest is trained",
+    )
+    p.set_defaults(func=cmd_experts)
+
     p = sub.add_parser("methods", help="list distillation methods")
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser(
-        "bench", help="run a benchmark suite (datasets × ipc × methods), resumable"
-    )
+    p = sub.add_parser("bench", help="run a benchmark suite (datasets × ipc × methods), resumable")
     p.add_argument("--suite", default="smoke", help="smoke, cpu or paper (default smoke)")
     p.add_argument("--out", required=True, help="suite directory")
     p.add_argument("--resume", action="store_true", help="continue the suite in --out")
+    p.add_argument("--only", help="restrict cells, e.g. method=dc+idc,dataset=digits,ipc=1+10")
     p.add_argument(
-        "--only", help="restrict cells, e.g. method=dc+idc,dataset=digits,ipc=1+10"
-    )
-    p.add_argument(
-        "--data", action="append", metavar="KEY=PATH",
+        "--data",
+        action="append",
+        metavar="KEY=PATH",
         help="where a dataset's files are, e.g. cifar10-jpeg=/data/cifar10-jpeg",
     )
     p.add_argument(

@@ -202,6 +202,17 @@ def evaluate_images(
     )
 
 
+def with_learned_lr(protocol: str | Protocol, step_size: torch.Tensor | float) -> Protocol:
+    """``protocol`` training at a learned step size (MTT's α) instead of its own rate.
+
+    The MTT code evaluates its sets this way (``args.lr_net = syn_lr.item()``); the name records
+    the rate, e.g. ``dsa-quick@lr=0.0153``, so results say how they were obtained.
+    """
+    proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
+    lr = float(torch.as_tensor(step_size).reshape(-1)[0])
+    return replace(proto, name=f"{proto.name}@lr={lr:.6g}", train=replace(proto.train, lr=lr))
+
+
 def eval_steps(num_images: int, protocol: str | Protocol, repeats: int) -> int:
     """Total SGD steps an evaluation will take (for progress bars)."""
     proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol

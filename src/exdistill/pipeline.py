@@ -10,7 +10,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,16 @@ from exdistill.checkpoint import Checkpointer
 from exdistill.config import config_hash, merge, require, to_dict
 from exdistill.data import ImageDataset, load_dataset
 from exdistill.data.load import cache_root
+from exdistill.distributed import Dist, ReadOnlyCheckpointer
 from exdistill.errors import ConfigError, DataError, NumericalError
-from exdistill.evaluate import PROTOCOLS, EvalResult, eval_steps, evaluate_images
+from exdistill.evaluate import (
+    PROTOCOLS,
+    EvalResult,
+    Protocol,
+    eval_steps,
+    evaluate_images,
+    with_learned_lr,
+)
 from exdistill.io import atomic_write, read_jsonl, write_json, write_text
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.progress import NullProgress
@@ -108,11 +116,48 @@ def _check_method_fits(cfg: Any, ipc: int, dataset: ImageDataset) -> int:
     return factor**2 if real_init else 1
 
 
+def _check_method_device(cfg: Any, device: torch.device) -> None:
+    """Options the device cannot honour (bf16 autocast off CUDA) fail before any write."""
+    from exdistill.methods.edd import EDDConfig, base_config
+
+    if isinstance(cfg, EDDConfig):
+        cfg = base_config(cfg)
+    check = getattr(cfg, "check_device", None)
+    if check is not None:
+        check(device)
+
+
+def _gather_eval(part: EvalResult, dist: Dist) -> EvalResult:
+    """Every rank's repeats (rank r trained r, r+W, …) back in repeat order, on every rank."""
+    if not dist.enabled:
+        return part
+    rows = dist.gather_strided(list(zip(part.test_accs, part.val_accs, part.seeds, strict=True)))
+    return replace(
+        part,
+        test_accs=[r[0] for r in rows],
+        val_accs=[r[1] for r in rows],
+        seeds=[r[2] for r in rows],
+        seconds=max(dist.gather_strided([part.seconds])),
+    )
+
+
 @dataclass
 class DistillOutcome:
     synthetic: SyntheticSet
     metrics: dict[str, Any]
     records: dict[str, Any] = field(default_factory=dict)
+
+
+def _eval_protocol(syn: SyntheticSet, protocol: str) -> str | Protocol:
+    """A set with a learned step size (MTT) trains at it under its method's own protocol
+    family (``dsa``, ``dsa-quick`` for mtt), as that method's code evaluates it. Under any other
+    protocol the recipe keeps its own rate: there, methods are compared under one recipe."""
+    method = syn.info.get("method")
+    if syn.step_size is None or method not in METHODS:
+        return protocol
+    if protocol.removesuffix("-quick") != METHODS.get(method).protocol:
+        return protocol
+    return with_learned_lr(protocol, syn.step_size)
 
 
 def evaluate_set(
@@ -124,15 +169,30 @@ def evaluate_set(
     models: list[str],
     device: str,
     progress: ProgressFactory,
+    dist: Dist | None = None,
 ) -> dict[str, EvalResult]:
+    """Evaluate ``syn`` with each model; with ``dist``, the repeats are spread over the ranks
+    and every rank returns all of them."""
+    dist = dist or Dist()
     images, labels = syn.decoded()
+    proto = _eval_protocol(syn, protocol)
     results = {}
     for model in models:
-        total = eval_steps(labels.shape[0], protocol, repeats)
+        total = eval_steps(labels.shape[0], proto, repeats)
         with progress(total, f"evaluate {model}") as bar:
-            results[model] = evaluate_images(
-                images, labels, dataset, protocol, repeats, seed, model, device, bar
+            part = evaluate_images(
+                images,
+                labels,
+                dataset,
+                proto,
+                repeats,
+                seed,
+                model,
+                device,
+                bar,
+                ranks=(dist.rank, dist.world),
             )
+        results[model] = _gather_eval(part, dist)
     return results
 
 
@@ -164,6 +224,10 @@ def baselines_for(
                 cache_dir=cache_root(),
             ).to_dict()
     return out
+
+
+def _discard(record: dict[str, Any]) -> None:
+    """The metrics log of a rank other than 0 (only rank 0 writes files)."""
 
 
 class _CountingLog:
@@ -238,8 +302,13 @@ def distill(
     overwrite: bool = False,
     progress: ProgressFactory = no_progress,
     resume: bool = False,
+    dist: Dist | None = None,
 ) -> DistillOutcome:
     """Distill, save the set and its pictures, evaluate, and write ``metrics.json``.
+
+    With ``dist`` (several processes, ``distributed.py``) every rank runs this; only rank 0
+    writes files. Matching classes and evaluation repeats are spread over the ranks; the
+    baselines run on rank 0 alone.
 
     With ``resume``, ``out`` must hold a run with the same resolved config: a finished one is
     read back as it is; an unfinished one continues from its checkpoint (or from the start if
@@ -271,26 +340,36 @@ def distill(
         + f" exceeds the {small} training images of the smallest class of {dataset.name}",
     )
     device = torch.device(run.device)
+    _check_method_device(cfg, device)
     resolved = {"run": to_dict(run), "method": to_dict(cfg), "version": __version__}
 
-    checkpoint, resumed_at = Checkpointer(out / "checkpoint"), None
+    dist = dist or Dist()
+    writes = dist.is_main  # rank 0: the only process that writes files
+    dist.barrier()  # every rank validated ``out`` before rank 0 writes into it
+    checkpoint = (Checkpointer if writes else ReadOnlyCheckpointer)(out / "checkpoint")
+    resumed_at = None
     if resume:
         _check_same_config(out, resolved)
         if status == "done":
             return _finished(out)
         loaded = checkpoint.load()  # DataError here, before any work, if it is damaged
-        _truncate_log(out / "log.jsonl", loaded.log_records if loaded else 0)
         resumed_at = {k: loaded.meta.get(k) for k in ("segment", "iteration")} if loaded else {}
-        write_json(out / MARKER, {"status": "running", "resumed_at": resumed_at})
-        log = _CountingLog(MetricsLog(out / "log.jsonl"), loaded.log_records if loaded else 0)
+        if writes:
+            _truncate_log(out / "log.jsonl", loaded.log_records if loaded else 0)
+            write_json(out / MARKER, {"status": "running", "resumed_at": resumed_at})
+        log = _CountingLog(
+            MetricsLog(out / "log.jsonl") if writes else _discard,
+            loaded.log_records if loaded else 0,
+        )
     else:
-        start_run(out, resolved, overwrite)
-        log = _CountingLog(MetricsLog(out / "log.jsonl"))
+        if writes:
+            start_run(out, resolved, overwrite)
+        log = _CountingLog(MetricsLog(out / "log.jsonl") if writes else _discard)
     checkpoint.log_records = lambda: log.count
 
     def evaluate_partial(syn: SyntheticSet) -> dict[str, Any]:
         res = evaluate_set(
-            syn, dataset, protocol, run.repeats, run.seed, models[:1], run.device, progress
+            syn, dataset, protocol, run.repeats, run.seed, models[:1], run.device, progress, dist
         )
         return res[models[0]].to_dict()
 
@@ -302,6 +381,7 @@ def distill(
         log=log,
         evaluate=evaluate_partial,
         checkpoint=checkpoint,
+        dist=dist,
     )
     t0 = time.perf_counter()
     try:
@@ -310,7 +390,8 @@ def distill(
             result = spec.run(ctx, cfg)
     except NumericalError as err:
         message = f"{err}; {checkpoint.describe()}"
-        write_json(out / MARKER, {"status": "failed", "error": message})
+        if writes:
+            write_json(out / MARKER, {"status": "failed", "error": message})
         raise NumericalError(message) from None
     distill_seconds = time.perf_counter() - t0
 
@@ -325,12 +406,13 @@ def distill(
             "distill_seconds": round(distill_seconds, 2),
         }
     )
-    syn.save(out / "synthetic")
-    syn.grid(out / "grid.png")
+    if writes:
+        syn.save(out / "synthetic")
+        syn.grid(out / "grid.png")
 
     t1 = time.perf_counter()
     evals = evaluate_set(
-        syn, dataset, protocol, run.repeats, run.seed, models, run.device, progress
+        syn, dataset, protocol, run.repeats, run.seed, models, run.device, progress, dist
     )
     main = evals[models[0]].to_dict()
     metrics: dict[str, Any] = {
@@ -351,7 +433,7 @@ def distill(
         "config_hash": config_hash(cfg),
         "library_version": __version__,
     }
-    if result.initial_images is not None and run.method != "random":
+    if result.initial_images is not None and not spec.selects_real:
         metrics["update_similarity"] = update_similarity(
             result.initial_images, syn.images, syn.labels
         )
@@ -359,6 +441,8 @@ def distill(
         metrics["resumed_at"] = resumed_at
     if result.records:
         metrics.update(result.records)
+    if not writes:  # the rest (cached baselines, files) is rank 0's alone
+        return DistillOutcome(syn, metrics, result.records)
     if run.baselines:
         metrics["baselines"] = baselines_for(
             dataset, run.ipc, protocol, run.repeats, run.seed, models[0], run.device, progress

@@ -8,6 +8,7 @@ in exdistill goes through these two.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -96,11 +97,20 @@ def train_classifier(
     cfg: TrainConfig,
     generator: torch.Generator,
     progress: Progress | None = None,
+    on_epoch: Callable[[int, Trainer], None] | None = None,
+    trainer: Trainer | None = None,
 ) -> nn.Module:
-    """Train ``model`` on normalised ``images (N, C, H, W)`` / ``labels (N,)`` in place."""
+    """Train ``model`` on normalised ``images (N, C, H, W)`` / ``labels (N,)`` in place.
+
+    ``on_epoch(epochs_done, trainer)`` runs after every pass over the data: expert
+    trajectories (MTT, ``experts.py``) snapshot the parameters there. ``trainer`` continues a
+    ``Trainer`` of ``model`` that has already taken whole epochs of steps (a resumed expert,
+    its optimiser state and ``generator`` restored by the caller) instead of starting afresh.
+    """
     n = int(labels.shape[0])
     total = cfg.total_steps(n)
-    trainer = Trainer(model, cfg, total, generator)
+    trainer = trainer if trainer is not None else Trainer(model, cfg, total, generator)
+    epoch = trainer.steps_done // max(1, math.ceil(n / cfg.batch_size))
     progress = or_null(progress)
     device = next(model.parameters()).device
     while trainer.steps_done < total:
@@ -111,6 +121,9 @@ def train_classifier(
             batch = order[start : start + cfg.batch_size]
             trainer.step(images[batch].to(device), labels[batch].to(device))
             progress.update(1)
+        epoch += 1
+        if on_epoch is not None:
+            on_epoch(epoch, trainer)
     return model
 
 

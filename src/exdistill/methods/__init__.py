@@ -1,6 +1,6 @@
 """Distillation methods, one module each, registered in ``METHODS``."""
 
-from exdistill.methods import edd, gradient, random_subset  # noqa: F401  (registration)
+from exdistill.methods import dm, edd, gradient, herding, mtt, random_subset  # noqa: F401  (registration)
 from exdistill.methods.base import (
     METHODS,
     DistillContext,

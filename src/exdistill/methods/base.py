@@ -14,6 +14,7 @@ import torch
 
 from exdistill.checkpoint import Checkpointer
 from exdistill.data.base import ImageDataset
+from exdistill.distributed import Dist
 from exdistill.progress import Progress
 from exdistill.registry import Registry
 from exdistill.synthetic import SyntheticSet
@@ -38,6 +39,8 @@ class DistillContext:
     # Where to save and find checkpoints (the run directory's); None: no checkpoints, no resume.
     # A method resumes from ``checkpoint.load()`` when it returns one (DESIGN.md §6).
     checkpoint: Checkpointer | None = None
+    # This process's place in a multi-process run (distributed.py); one process by default.
+    dist: Dist = field(default_factory=Dist)
 
 
 @dataclass
@@ -68,6 +71,9 @@ class MethodSpec:
     description: str = ""
     # Bases EDD can wrap expose ``distiller(cfg, ctx)`` → an object with ``distill_segment``.
     distiller: Callable[[Any, DistillContext], Any] | None = None
+    # The set is a subset of real images, not optimised (random, herding): its "initial"
+    # images are the final ones, so update similarity means nothing for it.
+    selects_real: bool = False
 
 
 METHODS: Registry[MethodSpec] = Registry("method")

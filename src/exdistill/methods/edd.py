@@ -282,7 +282,10 @@ def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
         }
         previous, pools = state.previous, state.pools
         if len(segments) > 1:
-            outcome, train_acc, val_acc = filter_net(done, k)
+            # Rank 0 trains the filter and sends its verdict: the next pool must be the same on
+            # every rank, and GPU training is not bitwise reproducible (distributed.py).
+            verdict = filter_net(done, k) if ctx.dist.is_main else None
+            outcome, train_acc, val_acc = ctx.dist.broadcast_object(verdict)
             record.update(
                 filter_train_acc=train_acc,
                 filter_val_acc=val_acc,

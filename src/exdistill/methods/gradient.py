@@ -13,6 +13,15 @@ synthetic images that lowers the per-class gradient distance (``matching.py``), 
 ``GradientMatching.distill_segment`` is what EDD calls: it distills a block of stored images
 against a pool of real indices per class, optionally adding ``λ·D(S_frozen ∪ S, R)``.
 
+Randomness and scale: each matching step first draws every random number of the step (real batch
+indices, synthetic subsample, augmentation) for every class from the one generator, in a fixed
+order (``draw_terms``), and only then computes, class chunk by class chunk. So the chunk size
+(``class_chunk``, auto by default: ``matching.resolve_class_chunk``) never changes the result,
+and under ``torch.distributed`` each rank computes its own classes only while drawing exactly
+what a single process draws (``distributed.py``). On a GPU the step never waits for the host:
+draws are made on CPU and copied asynchronously from pinned memory, the loss stays on the
+device, and finiteness is checked once per outer iteration (naming the first bad step).
+
 Checkpoints: every ``checkpoint_every`` outer iterations (and after the last) a ``SegmentState``
 goes to the ``save`` callback; passing it back as ``resume`` continues bitwise, because θ is
 drawn afresh each outer iteration from the one generator whose state the checkpoint holds.
@@ -20,20 +29,30 @@ drawn afresh each outer iteration from the one generator whose state the checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
 import torch
 
-from exdistill.augment import Augment
+from exdistill.augment import Augment, AugmentParams
 from exdistill.checkpoint import Checkpoint, Checkpointer
 from exdistill.config import require
-from exdistill.errors import DataError, NumericalError
+from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.methods.matching import DISTANCES, LAYERS, ClassBatch, match_and_backward
+from exdistill.methods.matching import (
+    DISTANCES,
+    LAYERS,
+    ClassBatch,
+    Forward,
+    available_bytes,
+    match_and_backward,
+    resolve_class_chunk,
+    term_bytes,
+)
 from exdistill.models import build_model
 from exdistill.progress import or_null
 from exdistill.seeding import generator
@@ -74,9 +93,16 @@ class GradMatchConfig:
             cutmix_prob=0.5,
         )
     )
-    class_chunk: int = 0  # classes per backward pass; 0 = all at once
+    # Classes per backward pass: -1 auto (all at once when they fit in half the free memory,
+    # else the largest chunk that does; matching.resolve_class_chunk), 0 all at once, n > 0 n.
+    # Never changes the result, only peak memory and speed.
+    class_chunk: int = -1
     clamp: bool = True  # clamp stored images to the valid pixel range each outer iteration
     checkpoint_every: int = 10  # outer iterations between checkpoints (and the last); 0: none
+    # GPU fast path (docs/scale.md). Off by default: each changes results in the last bits.
+    channels_last: bool = False  # NHWC network and images (tensor-core convolutions)
+    autocast_bf16: bool = False  # bf16 autocast of the forward passes; CUDA only
+    compile: bool = False  # torch.compile θ for first-order passes (real batch, θ updates)
 
     def validate(self) -> None:
         require(self.factor >= 1, "factor: must be ≥ 1")
@@ -86,12 +112,20 @@ class GradMatchConfig:
         require(self.batch_real >= 1, "batch_real: must be ≥ 1")
         require(self.max_syn_per_class >= 1, "max_syn_per_class: must be ≥ 1")
         require(self.lr_img > 0, "lr_img: must be > 0")
-        require(self.class_chunk >= 0, "class_chunk: must be ≥ 0")
+        require(self.class_chunk >= -1, "class_chunk: must be ≥ 0, or -1 (auto)")
         require(self.checkpoint_every >= 0, "checkpoint_every: must be ≥ 0")
         DISTANCES.get(self.distance)
         LAYERS.get(self.layers)
         if self.augment:
             Augment(self.augment, mode=self.augment_mode)
+
+    def check_device(self, device: torch.device) -> None:
+        """Options that need a particular device; called before any work."""
+        if self.autocast_bf16 and device.type != "cuda":
+            raise ConfigError(
+                f"autocast_bf16: needs a CUDA device, got {device.type} (bf16 autocast on CPU "
+                "is slower than fp32 here and changes results); drop it or use --device cuda"
+            )
 
 
 @dataclass
@@ -135,15 +169,33 @@ class SegmentState:
         return cls(iteration, t["syn.images"], t["syn.rng"], momentum)
 
 
+@dataclass
+class TermDraw:
+    """The random draws of one matching term, made before anything is computed.
+
+    Shape: ``real (B_real,)`` train indices; ``keep (B_syn,)`` indices into the class's decoded
+    synthetic images (or, for ``union``, frozen ∪ current), ``None`` for all of them. CPU.
+    """
+
+    label: int
+    real: torch.Tensor
+    keep: torch.Tensor | None
+    union: bool = False  # EDD's regulariser: frozen ∪ current against the full real data
+    weight: float = 1.0
+    aug: AugmentParams | None = None
+
+
 class GradientMatching:
     """Distills stored images by gradient matching; one instance per run."""
 
     def __init__(self, cfg: GradMatchConfig, ctx: DistillContext) -> None:
         cfg.validate()
         check_factor(cfg.factor, ctx.dataset.image_size)
+        cfg.check_device(torch.device(ctx.device))
         self.cfg, self.ctx = cfg, ctx
+        self.dist = ctx.dist
         self.dataset = ctx.dataset
-        self.device = ctx.device
+        self.device = torch.device(ctx.device)
         self.distance = DISTANCES.get(cfg.distance)
         self.augment = Augment(cfg.augment, mode=cfg.augment_mode) if cfg.augment else None
         # Real data stays uint8 on the device and is normalised per batch (bounded memory).
@@ -152,17 +204,92 @@ class GradientMatching:
         self.full_pool = self.dataset.class_indices("train")
         low, high = self.dataset.valid_range()
         self.low, self.high = low.to(self.device), high.to(self.device)
+        # The dataset's normalisation, on the device once (ImageDataset.normalize builds its
+        # mean/std from Python floats on every call: a host→device copy, i.e. a sync, per batch).
+        self.mean = torch.tensor(self.dataset.mean, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(self.dataset.std, dtype=torch.float32, device=self.device)
+        self.last_class_chunk: int | None = None  # what ``class_chunk`` resolved to (last segment)
 
     # ------------------------------------------------------------------ helpers
-    def real_batch(self, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        take = pool[torch.randperm(len(pool), generator=gen)[: self.cfg.batch_real]]
-        return self.dataset.normalize(self.real[take.to(self.device)])
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, C, H, W)`` → normalised float32, exactly as ``ImageDataset.normalize``."""
+        return (images.float() / 255.0 - self.mean[:, None, None]) / self.std[:, None, None]
 
-    def _syn_sample(self, decoded: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if decoded.shape[0] <= self.cfg.max_syn_per_class:
-            return decoded
-        keep = torch.randperm(decoded.shape[0], generator=gen)[: self.cfg.max_syn_per_class]
-        return decoded[keep.to(decoded.device)]
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the device without making the host wait: pinned, asynchronous."""
+        if self.device.type == "cpu":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def draw_real(self, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return pool[torch.randperm(len(pool), generator=gen)[: self.cfg.batch_real]]
+
+    def draw_keep(self, n: int, gen: torch.Generator) -> torch.Tensor | None:
+        if n <= self.cfg.max_syn_per_class:
+            return None
+        return torch.randperm(n, generator=gen)[: self.cfg.max_syn_per_class]
+
+    def real_batch(self, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """``batch_real`` random normalised real images of ``pool`` ``(B, C, H, W)``."""
+        return self.normalize(self.real[self.to_device(self.draw_real(pool, gen))])
+
+    def draw_terms(
+        self,
+        classes: Sequence[int],
+        pools: list[torch.Tensor],
+        n_syn: list[int],
+        n_union: list[int] | None,
+        reg_weight: float,
+        gen: torch.Generator,
+    ) -> list[TermDraw]:
+        """Every random number of one matching step, for ALL ``classes``, in one fixed order:
+        per class the real indices and the synthetic subsample (then those of the regulariser's
+        term when ``n_union`` is given), then one siamese augmentation per term.
+
+        The order is the one the chunk-at-once code drew in, so results are unchanged; every
+        rank of a distributed run calls this for all classes, computing only its own.
+        ``n_syn[c]`` / ``n_union[c]``: decoded synthetic images of class c (current / frozen ∪
+        current), whose subsample is drawn.
+        """
+        terms = []
+        for c in classes:
+            terms.append(TermDraw(c, self.draw_real(pools[c], gen), self.draw_keep(n_syn[c], gen)))
+            if n_union is not None:
+                real = self.draw_real(self.full_pool[c], gen)
+                keep = self.draw_keep(n_union[c], gen)
+                terms.append(TermDraw(c, real, keep, union=True, weight=reg_weight))
+        if self.augment is not None:
+            size = self.dataset.image_size
+            for term in terms:
+                term.aug = self.augment.sample(1, size, gen, per_sample=False)
+        return terms
+
+    def materialise(
+        self,
+        terms: list[TermDraw],
+        syn: torch.Tensor,
+        members: list[torch.Tensor],
+        frozen_dec: list[torch.Tensor] | None,
+    ) -> list[ClassBatch]:
+        """The ClassBatch terms for ``terms`` (consecutive per class): decode each class once,
+        gather the drawn images on the device."""
+        batches, decoded, label = [], None, None
+        for term in terms:
+            c = term.label
+            if c != label:
+                decoded, label = decode(syn[members[c]], self.cfg.factor), c
+            images = torch.cat([frozen_dec[c], decoded]) if term.union else decoded
+            if term.keep is not None:
+                images = images[self.to_device(term.keep)]
+            aug = None
+            if term.aug is not None:
+                ops = {
+                    n: {k: self.to_device(v) for k, v in p.items()} for n, p in term.aug.ops.items()
+                }
+                aug = dataclasses.replace(term.aug, ops=ops)
+            real = self.normalize(self.real[self.to_device(term.real)])
+            batches.append(ClassBatch(c, real, images, term.weight, aug))
+        return batches
 
     def new_network(self, gen: torch.Generator) -> torch.nn.Module:
         net = build_model(
@@ -173,7 +300,48 @@ class GradientMatching:
             generator=gen,
             **self.cfg.model_options,
         )
-        return net.to(self.device).train()
+        net = net.to(self.device).train()
+        if self.cfg.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        return net
+
+    def forward_options(self, net: torch.nn.Module) -> tuple[Forward, torch.nn.Module]:
+        """The matching step's ``Forward`` for ``net``, and the module θ's updates call."""
+        cfg = self.cfg
+        fast = torch.compile(net) if cfg.compile else None
+        forward = Forward(cfg.channels_last, cfg.autocast_bf16, fast)
+        return forward, (fast if fast is not None else net)
+
+    def resolve_chunk(
+        self, classes: int, n_syn: list[int], n_union: list[int] | None, pools: list[torch.Tensor]
+    ) -> int:
+        """``cfg.class_chunk``, with auto (-1) resolved against this process's memory share.
+
+        The per-class cost is measured once (``matching.term_bytes``) on a throwaway network
+        and zero images of the largest class's batch shapes; it draws nothing from the run.
+        """
+        cfg = self.cfg
+        if cfg.class_chunk >= 0:
+            return cfg.class_chunk
+        available = available_bytes(self.device)
+        if available is None or classes == 0:
+            return 0
+        if self.device.type == "cpu":  # ranks on one machine share its memory
+            available //= self.dist.local_world
+        net = self.new_network(torch.Generator().manual_seed(0))
+        forward = Forward(cfg.channels_last, cfg.autocast_bf16)  # compiling to measure: no
+        params = LAYERS.get(cfg.layers)(net)
+        shape = (self.dataset.channels, *self.dataset.image_size)
+        n_real = min(cfg.batch_real, max((len(p) for p in pools), default=1))
+        real = torch.zeros(n_real, *shape, device=self.device)
+        per_class = 0
+        for counts in (n_syn, n_union):
+            if counts is None:
+                continue
+            n = min(cfg.max_syn_per_class, max(counts))
+            syn = torch.zeros(n, *shape, device=self.device)
+            per_class += term_bytes(net, params, self.distance, real, syn, forward)
+        return resolve_class_chunk(cfg.class_chunk, classes, per_class, available)
 
     def update_network(
         self,
@@ -189,8 +357,8 @@ class GradientMatching:
         if cfg.net_source == "real":
             n = self.real.shape[0]
             for _ in range(cfg.net_steps):
-                idx = torch.randperm(n, generator=gen)[: cfg.net.batch_size].to(self.device)
-                trainer.step(self.dataset.normalize(self.real[idx]), self.real_labels[idx])
+                idx = self.to_device(torch.randperm(n, generator=gen)[: cfg.net.batch_size])
+                trainer.step(self.normalize(self.real[idx]), self.real_labels[idx])
             return
         if frozen is not None:
             syn_images = torch.cat([frozen[0].to(syn_images), syn_images.detach()])
@@ -198,7 +366,7 @@ class GradientMatching:
         images = decode(syn_images.detach(), cfg.factor)
         labels = syn_labels.repeat_interleave(cfg.factor**2)
         for _ in range(cfg.net_steps):
-            order = torch.randperm(images.shape[0], generator=gen).to(self.device)
+            order = self.to_device(torch.randperm(images.shape[0], generator=gen))
             for start in range(0, images.shape[0], cfg.net.batch_size):
                 batch = order[start : start + cfg.net.batch_size]
                 trainer.step(images[batch], labels[batch])
@@ -229,7 +397,7 @@ class GradientMatching:
         from ``images``; ``save`` receives a ``SegmentState`` every ``checkpoint_every`` outer
         iterations and after the last.
         """
-        cfg, progress = self.cfg, or_null(self.ctx.progress)
+        cfg, progress, dist = self.cfg, or_null(self.ctx.progress), self.dist
         if resume is not None and resume.images.shape != images.shape:
             raise DataError(
                 f"checkpoint: images {tuple(resume.images.shape)} do not match the segment's "
@@ -246,58 +414,68 @@ class GradientMatching:
                 optimizer.state[syn]["momentum_buffer"] = resume.momentum.to(syn).clone()
             progress.update(min(resume.iteration, iterations) * cfg.match_steps)
         classes = list(range(self.dataset.num_classes))
+        mine = dist.shard(classes)  # the classes this process computes (all, in one process)
         members = [torch.nonzero(labels == c).flatten() for c in classes]
-        frozen_dec = None
+        n_syn = [len(m) * cfg.factor**2 for m in members]
+        frozen_dec, n_union = None, None
         if frozen is not None and reg_weight > 0:
             f_img, f_lab = frozen[0].to(self.device).detach(), frozen[1].to(self.device)
             frozen_dec = [decode(f_img[f_lab == c], cfg.factor) for c in classes]
-
-        def make_batches(chunk):
-            batches = []
-            for c in chunk:
-                decoded = decode(syn[members[c]], cfg.factor)
-                batches.append(
-                    ClassBatch(c, self.real_batch(pools[c], gen), self._syn_sample(decoded, gen))
-                )
-                if frozen_dec is not None:
-                    union = torch.cat([frozen_dec[c], decoded])
-                    batches.append(
-                        ClassBatch(
-                            c,
-                            self.real_batch(self.full_pool[c], gen),
-                            self._syn_sample(union, gen),
-                            reg_weight,
-                        )
-                    )
-            return batches
+            n_union = [len(f) + n for f, n in zip(frozen_dec, n_syn, strict=True)]
+        class_chunk = self.resolve_chunk(len(mine), n_syn, n_union, pools)
+        self.last_class_chunk = class_chunk
 
         for it in range(0 if resume is None else resume.iteration, iterations):
             net = self.new_network(gen)
             params = LAYERS.get(cfg.layers)(net)
-            trainer = Trainer(net, cfg.net, total_steps=1 << 30, generator=gen)
-            loss_sum = 0.0
+            forward, theta = self.forward_options(net)
+            trainer = Trainer(theta, cfg.net, total_steps=1 << 30, generator=gen)
+            step_losses = []
             for step in range(cfg.match_steps):
                 optimizer.zero_grad(set_to_none=True)
+                terms = self.draw_terms(classes, pools, n_syn, n_union, reg_weight, gen)
+                by_class: dict[int, list[TermDraw]] = {}
+                for term in terms:
+                    by_class.setdefault(term.label, []).append(term)
+
+                def make_batches(chunk, by_class=by_class):
+                    todo = [t for c in chunk for t in by_class[c]]
+                    return self.materialise(todo, syn, members, frozen_dec)
+
                 loss = match_and_backward(
                     net,
                     params,
                     self.distance,
                     make_batches,
-                    classes,
+                    mine,
                     self.augment,
                     gen,
-                    cfg.class_chunk,
+                    class_chunk,
                     inputs=[syn],
+                    forward=forward,
+                    sync=False,
                 )
-                if not math.isfinite(loss):
-                    raise NumericalError(
-                        f"matching loss is {loss} at segment {segment}, iteration {it}, step {step}"
-                    )
+                step_losses.append(torch.as_tensor(loss, dtype=torch.float64, device=self.device))
+                if dist.enabled:  # the sum over ranks: each rank's terms touch its classes only
+                    if syn.grad is None:
+                        syn.grad = torch.zeros_like(syn)
+                    dist.all_reduce_(syn.grad)
                 optimizer.step()
-                loss_sum += loss
                 progress.update(1)
                 if step < cfg.match_steps - 1:  # θ trains between matches, not after the last
                     self.update_network(trainer, syn, labels, gen, frozen)
+                    dist.sync_module_(net)
+            # One host sync per outer iteration: the step losses, summed over ranks.
+            losses = dist.all_reduce_(torch.stack(step_losses)).tolist()
+            for step, value in enumerate(losses):
+                if not math.isfinite(value):
+                    raise NumericalError(
+                        f"matching loss is {value} at segment {segment}, iteration {it}, "
+                        f"step {step}"
+                    )
+            loss_sum = 0.0
+            for value in losses:  # in step order, as a running Python sum (the logged value)
+                loss_sum += value
             if cfg.clamp:
                 with torch.no_grad():
                     syn.copy_(torch.maximum(torch.minimum(syn, self.high), self.low))

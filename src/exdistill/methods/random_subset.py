@@ -35,5 +35,6 @@ METHODS.add(
         steps=lambda cfg, ctx: 0,
         protocol="idc",
         description="random real subset (baseline)",
+        selects_real=True,
     ),
 )
