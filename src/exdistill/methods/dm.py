@@ -27,23 +27,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from exdistill.augment import Augment
-from exdistill.checkpoint import Checkpointer
 from exdistill.config import require
 from exdistill.errors import DataError, NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.methods.gradient import DSA_STRATEGY, SegmentState, initial_indices
+from exdistill.methods.gradient import DSA_STRATEGY, SegmentState, distill_whole_set
 from exdistill.methods.matching import ClassBatch, chunks
 from exdistill.models import build_model
 from exdistill.progress import or_null
-from exdistill.seeding import generator
-from exdistill.synthetic import SyntheticSet, check_factor, decode
+from exdistill.synthetic import check_factor, decode
 
 
 @dataclass
@@ -250,41 +247,7 @@ class DistributionMatching:
 
 # ----------------------------------------------------------------------------- the method
 def run_dm(ctx: DistillContext, cfg: DMConfig) -> DistillResult:
-    matcher = DistributionMatching(cfg, ctx)
-    if cfg.init == "real":  # the same draw as the gradient methods and EDD (equal starts)
-        indices = initial_indices(ctx, ctx.ipc, cfg.factor)
-        syn = SyntheticSet.from_real(ctx.dataset, indices, cfg.factor)
-    else:
-        syn = SyntheticSet.from_noise(ctx.dataset, ctx.ipc, generator(ctx.seed, "init"), cfg.factor)
-    initial = syn.images.clone()
-    resume, save = None, None
-    if ctx.checkpoint is not None:
-        resume = _resume_state(ctx.checkpoint)
-        save = partial(_save_state, ctx.checkpoint)
-    syn.images = matcher.distill_segment(
-        syn.images,
-        syn.labels,
-        matcher.full_pool,
-        cfg.iterations,
-        ctx.ipc,
-        generator(ctx.seed, "distill"),
-        resume=resume,
-        save=save,
-    ).cpu()
-    return DistillResult(syn, initial)
-
-
-def _resume_state(ckpt: Checkpointer) -> SegmentState | None:
-    loaded = ckpt.load()
-    if loaded is None:
-        return None
-    if loaded.meta.get("method") != "dm":
-        raise DataError(f"{ckpt.directory}: not a DM checkpoint")
-    return SegmentState.from_checkpoint(loaded)
-
-
-def _save_state(ckpt: Checkpointer, state: SegmentState) -> None:
-    ckpt.save(state.tensors(), {"method": "dm", "segment": 0, "iteration": state.iteration})
+    return distill_whole_set(ctx, cfg, DistributionMatching(cfg, ctx), "dm")
 
 
 def dm_steps(cfg: DMConfig, ctx: DistillContext) -> int:

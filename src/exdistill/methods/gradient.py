@@ -504,9 +504,11 @@ def initial_indices(
     return sample_real(ctx.dataset, ipc * factor**2, generator(ctx.seed, seed_tag))
 
 
-def run_gradient_matching(ctx: DistillContext, cfg: GradMatchConfig) -> DistillResult:
-    matcher = GradientMatching(cfg, ctx)
-    if cfg.init == "real":
+def distill_whole_set(ctx: DistillContext, cfg: Any, distiller: Any, tag: str) -> DistillResult:
+    """The whole synthetic set as one segment: the run of every method whose distiller has
+    ``distill_segment`` (gradient matching, DM). ``cfg`` needs ``init``, ``factor`` and
+    ``iterations``; checkpoints carry ``tag`` so a run never resumes another method's."""
+    if cfg.init == "real":  # the same draw for every method and EDD (equal starts)
         syn = SyntheticSet.from_real(
             ctx.dataset, initial_indices(ctx, ctx.ipc, cfg.factor), cfg.factor
         )
@@ -515,12 +517,12 @@ def run_gradient_matching(ctx: DistillContext, cfg: GradMatchConfig) -> DistillR
     initial = syn.images.clone()
     resume, save = None, None
     if ctx.checkpoint is not None:
-        resume = _resume_state(ctx.checkpoint)
-        save = partial(_save_state, ctx.checkpoint)
-    syn.images = matcher.distill_segment(
+        resume = _resume_state(ctx.checkpoint, tag)
+        save = partial(_save_state, ctx.checkpoint, tag)
+    syn.images = distiller.distill_segment(
         syn.images,
         syn.labels,
-        matcher.full_pool,
+        distiller.full_pool,
         cfg.iterations,
         ctx.ipc,
         generator(ctx.seed, "distill"),
@@ -530,17 +532,21 @@ def run_gradient_matching(ctx: DistillContext, cfg: GradMatchConfig) -> DistillR
     return DistillResult(syn, initial)
 
 
-def _resume_state(ckpt: Checkpointer) -> SegmentState | None:
+def run_gradient_matching(ctx: DistillContext, cfg: GradMatchConfig) -> DistillResult:
+    return distill_whole_set(ctx, cfg, GradientMatching(cfg, ctx), "gradient")
+
+
+def _resume_state(ckpt: Checkpointer, tag: str) -> SegmentState | None:
     loaded = ckpt.load()
     if loaded is None:
         return None
-    if loaded.meta.get("method") != "gradient":
-        raise DataError(f"{ckpt.directory}: not a gradient-matching checkpoint")
+    if loaded.meta.get("method") != tag:
+        raise DataError(f"{ckpt.directory}: not a {tag} checkpoint")
     return SegmentState.from_checkpoint(loaded)
 
 
-def _save_state(ckpt: Checkpointer, state: SegmentState) -> None:
-    ckpt.save(state.tensors(), {"method": "gradient", "segment": 0, "iteration": state.iteration})
+def _save_state(ckpt: Checkpointer, tag: str, state: SegmentState) -> None:
+    ckpt.save(state.tensors(), {"method": tag, "segment": 0, "iteration": state.iteration})
 
 
 def gradient_steps(cfg: GradMatchConfig, ctx: DistillContext) -> int:
