@@ -34,11 +34,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -56,7 +54,7 @@ from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import PROTOCOLS
 from exdistill.io import atomic_write, write_json
 from exdistill.models import build_model
-from exdistill.progress import NullProgress
+from exdistill.progress import ProgressFactory, no_progress
 from exdistill.seeding import derive_seed, generator
 from exdistill.train import TrainConfig, Trainer, accuracy, train_classifier
 
@@ -77,11 +75,6 @@ MTT_EXPERT_TRAIN = TrainConfig(
     augment_mode="single",
     cutmix_prob=0.0,
 )
-ProgressFactory = Callable[[int, str], Any]  # (total, description) -> context manager
-
-
-def _no_progress(total: int, desc: str) -> Any:
-    return contextlib.nullcontext(NullProgress())
 
 
 @dataclass
@@ -433,7 +426,7 @@ def train_experts(
     seed: int = 0,
     resume: bool = False,
     device: str | torch.device = "cpu",
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
 ) -> ExpertsSummary:
     """Train ``cfg.num_experts`` experts on ``dataset``'s training split into ``out``.
 

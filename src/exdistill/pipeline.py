@@ -6,10 +6,8 @@ The CLI calls these; they never parse argv, print or exit. Progress goes through
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,15 +35,9 @@ from exdistill.evaluate import (
 )
 from exdistill.io import atomic_write, read_jsonl, write_json, write_text
 from exdistill.methods import METHODS, DistillContext, resolve_config
-from exdistill.progress import NullProgress
+from exdistill.progress import ProgressFactory, no_progress
 from exdistill.runs import MARKER, MetricsLog, finish_run, prepare_run_dir, start_run
 from exdistill.synthetic import SyntheticSet
-
-ProgressFactory = Callable[[int, str], Any]  # (total, description) -> context manager
-
-
-def no_progress(total: int, desc: str) -> Any:
-    return contextlib.nullcontext(NullProgress())
 
 
 @dataclass

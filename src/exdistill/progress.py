@@ -5,6 +5,8 @@ The CLI passes ``tqdm`` bars (which satisfy this protocol); library code never p
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -26,3 +28,12 @@ class NullProgress:
 
 def or_null(progress: Progress | None) -> Progress:
     return progress if progress is not None else NullProgress()
+
+
+# Makes a progress context: ``with factory(total, description) as bar: bar.update(1)``.
+ProgressFactory = Callable[[int, str], Any]
+
+
+def no_progress(total: int, desc: str) -> Any:
+    """A ``ProgressFactory`` that shows nothing (library default; the CLI passes tqdm)."""
+    return contextlib.nullcontext(NullProgress())
