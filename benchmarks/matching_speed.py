@@ -57,7 +57,7 @@ import json
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -87,6 +87,7 @@ class Case:
     distance: str = "l1"
     layers: str = "conv"
     digits: bool = False  # real digits instead of random tensors
+    class_chunk: int = 0  # the library's classes per backward pass (0: all at once)
 
 
 CASES = {
@@ -155,6 +156,7 @@ def library_step(case: Case, inp: Inputs, stored: torch.Tensor, gen: torch.Gener
         range(case.classes),
         None,
         gen,
+        class_chunk=case.class_chunk,
         inputs=[stored],
     )
 
@@ -319,6 +321,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
+        "--class-chunk", type=int, default=0, help="library classes per backward (0: all)"
+    )
+    parser.add_argument(
         "--grad-rtol",
         type=float,
         default=1e-4,
@@ -334,7 +339,7 @@ def main() -> None:
     peak = matmul_rate(device=args.device)
     results = []
     for key in keys:
-        case = CASES[key]
+        case = replace(CASES[key], class_chunk=args.class_chunk)
         print(f"case {key}: {case.label}, {args.steps} timed steps per side ...", flush=True)
         results.append(run_case(case, args.steps, peak, args.grad_rtol, args.device))
     print_table(results, peak, threads)

@@ -64,8 +64,9 @@ class Trainer:
         passed = sum(step >= round(m * self.total_steps) for m in self.cfg.milestones)
         return self.cfg.lr * self.cfg.gamma**passed
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """One update on a mini-batch of normalised images ``(B, C, H, W)``."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One update on a mini-batch of normalised images ``(B, C, H, W)``; returns the loss,
+        detached and on the device (no host sync: call ``float`` on it only when needed)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.steps_done)
         self.model.train()
@@ -76,7 +77,7 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.steps_done += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.cfg.cutmix_prob > 0:
