@@ -588,14 +588,28 @@ def _small(dataset: str) -> bool:
     return dataset in ("digits",)
 
 
+QUICK_MATCH_STEPS = 200  # matching steps of every gradient method's quick preset beyond digits
+
+
 def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dict[str, Any]:
     if preset == "paper":
         return {**base, **_dc_loops(ipc), "iterations": 1000}
     # quick: few outer iterations and shorter θ phases, same structure.
     loops = _dc_loops(ipc)
     loops["net_steps"] = max(1, loops["net_steps"] // 5)
-    iterations = 40 if _small(dataset) else 20
-    return {**base, **loops, "iterations": iterations, "model_options": {"width": 64}}
+    if _small(dataset):
+        return {**base, **loops, "iterations": 40, "model_options": {"width": 64}}
+    # Beyond digits: idc-quick's budget, 200 matching steps on 64 real images per class. DC's
+    # 256 real images per class made one Fashion-MNIST ipc-10 step 6.4 s (21 min a run, 2 cores;
+    # runs/bench-cpu, 2026-11-28); 64 is the real batch of idc and dm quick too.
+    iterations = max(1, QUICK_MATCH_STEPS // loops["match_steps"])
+    return {
+        **base,
+        **loops,
+        "iterations": iterations,
+        "batch_real": 64,
+        "model_options": {"width": 64},
+    }
 
 
 def dc_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str, Any]:
@@ -621,7 +635,12 @@ def idc_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str
         # idc-quick protocol, 2 repeats, ipc 10, 30×10 matching steps, seed 0):
         # factor 2 → 76.1 %, factor 1 → 98.5 % (random subset: 95.2 %).
         return {"iterations": 30, "match_steps": 10, "net_steps": 1, "factor": 1}
-    return {"iterations": 20, "match_steps": 10, "net_steps": 1, "model_options": {"width": 64}}
+    return {
+        "iterations": QUICK_MATCH_STEPS // 10,
+        "match_steps": 10,
+        "net_steps": 1,
+        "model_options": {"width": 64},
+    }
 
 
 for _name, _presets, _proto, _desc in (
