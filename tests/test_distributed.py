@@ -166,3 +166,18 @@ def test_shards_are_contiguous_balanced_and_cover_every_class(n: int, world: int
     shards = [Dist(rank=r, world=world).shard(items) for r in range(world)]
     assert [c for s in shards for c in s] == items
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_methods_that_do_not_shard_are_refused_under_torchrun(tmp_path):
+    """dm, mtt, herding and random would repeat all work on every rank: refused up front."""
+    from exdistill.errors import ConfigError
+    from exdistill.pipeline import RunConfig, distill
+
+    two_ranks = Dist(rank=0, world=2)
+    for method in ("dm", "herding", "random"):
+        run = RunConfig(method=method, ipc=1, baselines=False)
+        with pytest.raises(ConfigError, match="one process only"):
+            distill(run, {}, tmp_path / method, dist=two_ranks)
+        assert not (tmp_path / method).exists()
+    with pytest.raises(ConfigError, match="one process only"):
+        distill(RunConfig(method="edd", ipc=2), {"base": "dm"}, tmp_path / "edd", dist=two_ranks)

@@ -314,9 +314,9 @@ def test_dm_regulariser_matches_the_union_against_full_data(digits, monkeypatch)
     seen = []
     original = embedding_distance
 
-    def spy(model, real, syn, augment, gen):
+    def spy(model, real, syn, augment, gen, aug=None):
         seen.append((real.shape[0], syn.shape[0]))
-        return original(model, real, syn, augment, gen)
+        return original(model, real, syn, augment, gen, aug)
 
     monkeypatch.setattr("exdistill.methods.dm.embedding_distance", spy)
     tiny_pools = [p[:5] for p in matcher.full_pool]
@@ -369,3 +369,13 @@ def test_herding_runs_end_to_end_on_digits(digits, tmp_path: Path):
     assert quick.train.total_steps(len(digits.train)) == 300
     with pytest.raises(ConfigError, match="cannot wrap"):
         resolve_config("edd", "quick", "digits", 2, {"base": "herding"})
+
+
+def test_dm_result_does_not_depend_on_the_class_chunk(digits):
+    """Every draw of an iteration happens before any chunk is computed (augmentation on)."""
+    images = []
+    for chunk in (0, 1, 3):
+        cfg = resolve_config("dm", "quick", "digits", 2, {"iterations": 2, "class_chunk": chunk})
+        assert cfg.augment
+        images.append(METHODS.get("dm").run(DistillContext(digits, 2, 0), cfg).synthetic.images)
+    assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])

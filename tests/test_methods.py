@@ -69,6 +69,10 @@ def test_method_presets_differ_as_the_papers_say():
     assert dsa.augment and dsa.augment_mode == "single"
     assert idc.factor == 2 and idc.distance == "l1" and idc.layers == "conv"
     assert idc.net_source == "real" and idc.match_steps == 100 and idc.lr_img == 5e-3
+    # θ between matches: DC/DSA plain SGD 0.01; IDC SGD 0.01 with momentum 0.9 and decay 5e-4.
+    for cfg in (dc, dsa):
+        assert (cfg.net.lr, cfg.net.momentum, cfg.net.weight_decay) == (0.01, 0.0, 0.0)
+    assert (idc.net.lr, idc.net.momentum, idc.net.weight_decay) == (0.01, 0.9, 5e-4)
 
 
 def test_bad_method_configs_are_rejected():

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from exdistill.errors import DataError, NumericalError
-from exdistill.io import atomic_write, write_json
+from exdistill.io import atomic_write, sha256_file, write_json
 
 FORMAT_VERSION = 1
 RECORD_FILE = "checkpoint.json"
@@ -50,11 +49,6 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
     log_records: int = 0
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _one_line(err: BaseException) -> str:
@@ -102,7 +96,7 @@ class Checkpointer:
         def write(path: Path) -> None:
             nonlocal digest
             save_file(tensors, str(path), metadata={"format": "exdistill-checkpoint"})
-            digest = _sha256(path)
+            digest = sha256_file(path)
 
         atomic_write(self.directory / slot, write)
         record = {
@@ -137,7 +131,7 @@ class Checkpointer:
         path = self.directory / record["tensors"]
         if not path.is_file():
             raise DataError(f"{path}: not found (the checkpoint record names it)")
-        if _sha256(path) != record["sha256"]:
+        if sha256_file(path) != record["sha256"]:
             raise DataError(f"{path}: checksum mismatch (truncated or modified checkpoint)")
         try:
             tensors = load_file(str(path))

@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -52,7 +51,7 @@ from exdistill.config import merge, require, to_dict
 from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import PROTOCOLS
-from exdistill.io import atomic_write, write_json
+from exdistill.io import atomic_write, sha256_file, write_json
 from exdistill.models import build_model
 from exdistill.progress import ProgressFactory, no_progress
 from exdistill.seeding import derive_seed, generator
@@ -152,11 +151,6 @@ def resolve_expert_config(
 
 
 # ----------------------------------------------------------------------------- files
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def epoch_file(expert: int, epoch: int) -> str:
     """Path of an epoch file relative to the experts directory."""
     return f"expert_{expert:03d}/epoch_{epoch:03d}.safetensors"
@@ -237,7 +231,7 @@ def load_verified(directory: Path, record: dict[str, Any]) -> dict[str, torch.Te
     path = _check_relative(directory, record.get("file"))
     if not path.is_file():
         raise DataError(f"{path}: not found (the experts manifest names it)")
-    if _sha256(path) != record["sha256"]:
+    if sha256_file(path) != record["sha256"]:
         raise DataError(f"{path}: checksum mismatch (corrupted or modified expert file)")
     try:
         return load_file(str(path))
@@ -249,7 +243,7 @@ def _verified_prefix(directory: Path, records: list[dict[str, Any]]) -> int:
     """How many leading epoch files of an expert exist and match their checksum."""
     for i, record in enumerate(records):
         path = _check_relative(directory, record.get("file"))
-        if not path.is_file() or _sha256(path) != record["sha256"]:
+        if not path.is_file() or sha256_file(path) != record["sha256"]:
             return i
     return len(records)
 
@@ -400,7 +394,7 @@ class _ExpertsRun:
         def write(path: Path) -> None:
             nonlocal digest
             save_file(tensors, str(path), metadata={"format": FORMAT})
-            digest = _sha256(path)
+            digest = sha256_file(path)
 
         atomic_write(self.out / name, write)
         self.entries[i]["epochs"].append({"file": name, "sha256": digest})

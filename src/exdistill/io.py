@@ -6,6 +6,7 @@ renamed over the target (``os.replace`` is atomic on POSIX and Windows).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -64,3 +65,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break  # a torn last line from a killed run
     return records
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (``hashlib.file_digest`` needs Python 3.11)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

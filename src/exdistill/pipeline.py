@@ -334,8 +334,13 @@ def distill(
     device = torch.device(run.device)
     _check_method_device(cfg, device)
     resolved = {"run": to_dict(run), "method": to_dict(cfg), "version": __version__}
-
     dist = dist or Dist()
+    require(
+        dist.world == 1 or spec.distributed(cfg),
+        f"method {run.method}: runs in one process only (it does not shard its work over "
+        f"the {dist.world} ranks of this torchrun job); launch it without torchrun",
+    )
+
     writes = dist.is_main  # rank 0: the only process that writes files
     dist.barrier()  # every rank validated ``out`` before rank 0 writes into it
     checkpoint = (Checkpointer if writes else ReadOnlyCheckpointer)(out / "checkpoint")
@@ -358,6 +363,7 @@ def distill(
             start_run(out, resolved, overwrite)
         log = _CountingLog(MetricsLog(out / "log.jsonl") if writes else _discard)
     checkpoint.log_records = lambda: log.count
+    dist.barrier()  # rank 0 (re)made the run directory before any rank reads a checkpoint
 
     def evaluate_partial(syn: SyntheticSet) -> dict[str, Any]:
         res = evaluate_set(

@@ -74,6 +74,9 @@ class MethodSpec:
     # The set is a subset of real images, not optimised (random, herding): its "initial"
     # images are the final ones, so update similarity means nothing for it.
     selects_real: bool = False
+    # Whether ``run`` shards its work over the ranks of a torchrun job (``ctx.dist``) and keeps
+    # every rank's set identical; given the resolved config (EDD asks its base).
+    distributed: Callable[[Any], bool] = lambda cfg: False
 
 
 METHODS: Registry[MethodSpec] = Registry("method")

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from exdistill.augment import Augment
+from exdistill.augment import Augment, AugmentParams
 from exdistill.config import require
 from exdistill.errors import DataError, NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
@@ -82,15 +82,20 @@ def embedding_distance(
     syn: torch.Tensor,
     augment: Augment | None,
     generator: torch.Generator,
+    aug: AugmentParams | None = None,
 ) -> torch.Tensor:
-    """``‖mean φ(A(real)) − mean φ(A(syn))‖²`` with one augmentation draw A shared by both.
+    """``‖mean φ(A(real)) − mean φ(A(syn))‖²`` with one augmentation draw A shared by both
+    (``aug`` when drawn beforehand, else drawn here from ``generator``).
 
     Only ``syn`` carries a graph; the real embedding is computed without one (it is a constant).
 
     Shape: real ``(B_real, C, H, W)``, syn ``(B_syn, C, H, W)`` → a scalar.
     """
     if augment is not None:
-        real, syn = augment.siamese([real, syn], generator)
+        if aug is None:
+            real, syn = augment.siamese([real, syn], generator)
+        else:
+            real, syn = augment.apply(real, aug), augment.apply(syn, aug)
     with torch.no_grad():
         mean_real = model.embed(real).mean(0)  # (D,)
     mean_syn = model.embed(syn).mean(0)  # (D,)
@@ -112,7 +117,7 @@ def dm_loss_and_backward(
     total = 0.0
     for chunk in chunks(list(classes), class_chunk):
         loss = sum(
-            b.weight * embedding_distance(model, b.real, b.syn, augment, generator)
+            b.weight * embedding_distance(model, b.real, b.syn, augment, generator, b.aug)
             for b in make_batches(chunk)
         )
         if isinstance(loss, torch.Tensor) and loss.requires_grad:
@@ -139,8 +144,35 @@ class DistributionMatching:
         self.low, self.high = low.to(self.device), high.to(self.device)
 
     def real_batch(self, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        take = pool[torch.randperm(len(pool), generator=gen)[: self.cfg.batch_real]]
-        return self.dataset.normalize(self.real[take.to(self.device)])
+        return self.dataset.normalize(self.real[self.draw_real(pool, gen).to(self.device)])
+
+    def draw_real(self, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return pool[torch.randperm(len(pool), generator=gen)[: self.cfg.batch_real]]
+
+    def draw_terms(
+        self, pools: list[torch.Tensor], regularise: bool, reg_weight: float, gen: torch.Generator
+    ) -> list[tuple[int, torch.Tensor, float, bool, AugmentParams | None]]:
+        """Every random number of one iteration, for all classes, before any is computed: per
+        class the real indices (then the regulariser's, from the full data), then one siamese
+        augmentation per term. So the chunk size never changes the result.
+
+        Returns ``(class, real indices, weight, is_regulariser_term, augmentation)`` per term.
+        """
+        terms = []
+        for c in range(self.dataset.num_classes):
+            terms.append((c, self.draw_real(pools[c], gen), 1.0, False))
+            if regularise:
+                terms.append((c, self.draw_real(self.full_pool[c], gen), reg_weight, True))
+        size = self.dataset.image_size
+        return [
+            (
+                *t,
+                None
+                if self.augment is None
+                else self.augment.sample(1, size, gen, False, self.device),
+            )
+            for t in terms
+        ]
 
     def new_network(self, gen: torch.Generator) -> nn.Module:
         """A freshly initialised embedding network; its weights never need gradients."""
@@ -203,19 +235,20 @@ class DistributionMatching:
             f_img, f_lab = frozen[0].to(self.device).detach(), frozen[1].to(self.device)
             frozen_dec = [decode(f_img[f_lab == c], cfg.factor) for c in classes]
 
+        terms: list = []
+
         def make_batches(chunk: Sequence[int]) -> list[ClassBatch]:
             batches = []
-            for c in chunk:
+            for c, idx, weight, union, aug in (t for t in terms if t[0] in chunk):
                 decoded = decode(syn[members[c]], cfg.factor)  # (n_c·f², C, H, W)
-                batches.append(ClassBatch(c, self.real_batch(pools[c], gen), decoded))
-                if frozen_dec is not None:  # forgetting regulariser against the full data
-                    union = torch.cat([frozen_dec[c], decoded])
-                    real = self.real_batch(self.full_pool[c], gen)
-                    batches.append(ClassBatch(c, real, union, reg_weight))
+                images = torch.cat([frozen_dec[c], decoded]) if union else decoded
+                real = self.dataset.normalize(self.real[idx.to(self.device)])
+                batches.append(ClassBatch(c, real, images, weight, aug))
             return batches
 
         for it in range(0 if resume is None else resume.iteration, iterations):
             net = self.new_network(gen)
+            terms = self.draw_terms(pools, frozen_dec is not None, reg_weight, gen)
             optimizer.zero_grad(set_to_none=True)
             loss = dm_loss_and_backward(
                 net, make_batches, classes, self.augment, gen, cfg.class_chunk, inputs=[syn]

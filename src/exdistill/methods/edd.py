@@ -389,5 +389,6 @@ METHODS.add(
         steps=edd_steps,
         protocol="idc",
         description="Exclusive Dataset Distillation on top of a base method",
+        distributed=lambda cfg: METHODS.get(cfg.base).distributed(base_config(cfg)),
     ),
 )

@@ -565,7 +565,15 @@ DC_BASE: dict[str, Any] = {
     "batch_real": 256,
     "max_syn_per_class": 1 << 20,
     "clamp": False,
-    "net": {"batch_size": 256, "augment": "", "cutmix_prob": 0.0, "lr": 0.01},
+    # θ between matches: plain SGD lr 0.01 as in the official DC/DSA code (no momentum, no decay).
+    "net": {
+        "batch_size": 256,
+        "augment": "",
+        "cutmix_prob": 0.0,
+        "lr": 0.01,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+    },
 }
 DSA_BASE: dict[str, Any] = {
     **DC_BASE,
@@ -659,6 +667,7 @@ for _name, _presets, _proto, _desc in (
             protocol=_proto,
             description=_desc,
             distiller=GradientMatching,
+            distributed=lambda cfg: True,
         ),
     )
 
