@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -126,3 +127,24 @@ def test_missing_data_is_skipped_not_failed(tmp_path):
 def test_cell_key():
     assert Cell("digits", 10, "dc").key == "digits/ipc10/dc"
     assert Cell("digits", 0, FULL).key == "digits/full"
+
+
+def test_a_finished_cell_with_another_config_is_stale_and_rerun(tmp_path):
+    suite = Suite(
+        "t",
+        ("digits",),
+        (1,),
+        ("idc",),
+        protocol="idc-smoke",
+        repeats=1,
+        overrides={"idc": {"iterations": 1, "match_steps": 1}},
+        full_data=False,
+    )
+    out = tmp_path / "suite"
+    first = run_suite(suite, out, echo=lambda line: None)[0]
+    again = run_suite(suite, out, resume=True, echo=lambda line: None)[0]
+    assert again.cached and again.config_hash == first.config_hash
+    changed = dataclasses.replace(suite, overrides={"idc": {"iterations": 1, "match_steps": 2}})
+    rerun = run_suite(changed, out, resume=True, echo=lambda line: None)[0]
+    assert rerun.status == "done" and not rerun.cached
+    assert rerun.config_hash != first.config_hash

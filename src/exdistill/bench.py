@@ -8,7 +8,8 @@ and seed; the random-subset and full-data rows come from the same protocol.
 Each cell runs in its own process (``python -m exdistill distill|baseline``), so its peak
 resident memory is measured alone (``wait4``) and a crash — out of memory, a bad config — fails
 that cell only: it is recorded with its error and the suite goes on. A cell's run directory is
-``OUT/cells/<dataset>/ipc<k>/<method>``; a finished one is read back, never recomputed, so a
+``OUT/cells/<dataset>/ipc<k>/<method>``; a finished one is read back, never recomputed (unless
+its config hash differs from what the code resolves now: then it is stale and rerun), so a
 killed suite continues where it stopped (``--resume``); an unfinished one continues from its
 own checkpoint. Failed cells are retried on resume.
 """
@@ -256,9 +257,33 @@ def _distill_argv(cell: Cell, ctx: CellContext) -> list[str]:
     return argv
 
 
+def _experts_dir(cell: Cell, ctx: CellContext) -> Path:
+    return ctx.out / "experts" / cell.dataset
+
+
 def _mtt_argv(cell: Cell, ctx: CellContext) -> list[str]:
     """MTT needs expert trajectories: trained once per dataset (resumable), then shared."""
-    return [*_distill_argv(cell, ctx), "--experts", str(ctx.out / "experts" / cell.dataset)]
+    return [*_distill_argv(cell, ctx), "--experts", str(_experts_dir(cell, ctx))]
+
+
+def expected_config_hash(cell: Cell, ctx: CellContext) -> str | None:
+    """The config hash a distill cell computed now would have (``None``: not a distill cell,
+    or not resolvable here). A finished cell with another hash is stale: the code's presets or
+    the suite's overrides changed since it ran."""
+    from exdistill.config import config_hash
+    from exdistill.methods import METHODS, resolve_config
+
+    if cell.method in (FULL, *SELECTION) or cell.method not in METHODS.names():
+        return None
+    overrides = dict(ctx.suite.overrides.get(cell.method, {}))
+    if cell.method == "mtt":
+        overrides["experts"] = str(_experts_dir(cell, ctx))
+    loader = BENCH_DATASETS.get(cell.dataset).loader
+    try:
+        cfg = resolve_config(cell.method, ctx.suite.preset, loader, cell.ipc, overrides)
+    except Exception:  # e.g. experts not trained yet: nothing to compare
+        return None
+    return config_hash(cfg)
 
 
 # How each kind of cell is computed; any other method name is a plain ``distill``.
@@ -405,8 +430,13 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
     from exdistill.methods import METHODS
 
     run_dir = _cell_dir(ctx, cell)
+    stale = False
     if _is_done(run_dir):
-        return read_cell(cell, run_dir, cached=True)
+        record = read_cell(cell, run_dir, cached=True)
+        expected = expected_config_hash(cell, ctx)
+        if expected is None or record.config_hash in (None, expected):
+            return record
+        stale = True  # presets or overrides changed since it ran: recompute
     if cell.method not in (FULL, *SELECTION) and cell.method not in METHODS.names():
         return CellRecord(
             cell.dataset,
@@ -429,7 +459,9 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
                 wall_seconds=pre.wall_seconds,
             )
     argv = CELL_COMMANDS.get(cell.method, _distill_argv)(cell, ctx)
-    resumable = (run_dir / "run.json").is_file() and cell.method not in (FULL, *SELECTION)
+    resumable = (
+        not stale and (run_dir / "run.json").is_file() and cell.method not in (FULL, *SELECTION)
+    )
     result = run_process([*argv, "--resume"] if resumable else [*argv, "--overwrite"], log)
     if resumable and result.returncode == 2 and "config differs" in result.tail:
         # The code's config changed since the cell started: its checkpoint is stale.
