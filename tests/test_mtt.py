@@ -1,5 +1,7 @@
 """MTT: the trajectory loss, the learned step size, checks against the experts, end to end."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from torch import nn
 from exdistill.checkpoint import Checkpointer
 from exdistill.cli import main
 from exdistill.data import load_dataset
-from exdistill.errors import ConfigError, NumericalError
+from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import Protocol
 from exdistill.experts import ExpertSet, resolve_expert_config, train_experts
 from exdistill.methods import METHODS, DistillContext, resolve_config
@@ -263,3 +265,18 @@ def test_cli_experts_command_trains_and_resumes(tmp_path, capsys):
     assert ExpertSet(tmp_path / "e").complete() == [0]
     assert main(argv) == 2  # not empty: needs --resume
     assert main([*argv, "--resume"]) == 0
+
+
+def test_data_other_than_the_experts_is_refused_before_the_run_directory(experts_dir, tmp_path):
+    run = RunConfig(method="mtt", dataset="digits", ipc=1, repeats=1, val_fraction=0.2)
+    with pytest.raises(DataError, match="the experts were trained on data with"):
+        distill(run, {**TINY, "experts": str(experts_dir)}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_experts_trained_with_momentum_are_refused(digits, tmp_path):
+    cfg = resolve_expert_config("quick", "digits", overrides={**EXPERTS, "num_experts": 1})
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, momentum=0.9))
+    train_experts(digits, cfg, tmp_path / "momentum")
+    with pytest.raises(ConfigError, match="momentum 0.9"):
+        _cfg(tmp_path / "momentum")

@@ -265,6 +265,7 @@ class ExpertSet:
         self.model_options = config.get("model_options") or {}
         self.epochs = train.get("epochs")
         self.train_lr = train.get("lr")
+        self.train_momentum = train.get("momentum", 0.0)
         self.dataset: dict[str, Any] = self.manifest["dataset"]
         if not isinstance(self.epochs, int) or not isinstance(self.model, str):
             raise DataError(f"{self.directory / MANIFEST}: config lacks model or train.epochs")

@@ -324,6 +324,8 @@ def distill(
     models = list(run.models) or [proto.model]
     _check_model_fits(dataset, models, proto.model_options)
     per_ipc = _check_method_fits(cfg, run.ipc, dataset)
+    if spec.check is not None:
+        spec.check(cfg, dataset)
     small = min(len(i) for i in dataset.class_indices("train"))
     require(
         small >= run.ipc * per_ipc,

@@ -77,6 +77,9 @@ class MethodSpec:
     # Whether ``run`` shards its work over the ranks of a torchrun job (``ctx.dist``) and keeps
     # every rank's set identical; given the resolved config (EDD asks its base).
     distributed: Callable[[Any], bool] = lambda cfg: False
+    # Checks of the resolved config against the loaded data that need more than the config
+    # (MTT's experts); called before the run directory exists, raises ExdistillError.
+    check: Callable[[Any, ImageDataset], Any] | None = None
 
 
 METHODS: Registry[MethodSpec] = Registry("method")

@@ -41,6 +41,7 @@ from torch.func import functional_call
 from exdistill.augment import Augment
 from exdistill.checkpoint import Checkpoint, Checkpointer
 from exdistill.config import require
+from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.experts import ExpertSet
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
@@ -111,6 +112,12 @@ def check_experts(cfg: MTTConfig, experts: ExpertSet) -> None:
             f"max_start_epoch {cfg.max_start_epoch} + expert_epochs {cfg.expert_epochs} needs "
             f"epoch {last}, but {where} have {experts.epochs} epochs"
         )
+    if experts.train_momentum:
+        raise ConfigError(
+            f"{where} were trained with momentum {experts.train_momentum}; MTT's student takes "
+            "plain SGD steps and cannot follow such a trajectory (train them with the default "
+            "--protocol mtt)"
+        )
     if not experts.complete():
         raise ConfigError(
             f"experts: {experts.directory} holds no finished expert yet "
@@ -118,16 +125,44 @@ def check_experts(cfg: MTTConfig, experts: ExpertSet) -> None:
         )
 
 
-def _check_dataset(experts: ExpertSet, ctx: DistillContext) -> None:
+def _check_dataset(experts: ExpertSet, dataset: ImageDataset) -> None:
     """The run's data must be the data the experts were trained on (same split, same scale)."""
-    meta, want = ctx.dataset.meta(), experts.dataset
-    have = {**meta, "train_images": len(ctx.dataset.train)}
+    meta, want = dataset.meta(), experts.dataset
+    have = {**meta, "train_images": len(dataset.train)}
     for key in ("name", "class_names", "channels", "image_size", "mean", "std", "train_images"):
         if key in want and want[key] != have[key]:
             raise DataError(
                 f"{experts.directory}: the experts were trained on data with {key} {want[key]!r}, "
                 f"this run has {have[key]!r}"
             )
+
+
+def _student(cfg: MTTConfig, dataset: ImageDataset, seed: int) -> torch.nn.Module:
+    # Weights come from the experts; the generator only keeps the global RNG untouched.
+    return build_model(
+        cfg.model,
+        dataset.channels,
+        dataset.num_classes,
+        dataset.image_size,
+        generator=generator(seed, "mtt", "student"),
+        **cfg.model_options,
+    )
+
+
+def preflight(cfg: MTTConfig, dataset: ImageDataset) -> ExpertSet:
+    """Every check of the experts against the config and the data, before the run directory
+    exists (the pipeline calls it through ``MethodSpec.check``): returns the expert set."""
+    experts = ExpertSet(cfg.experts)
+    check_experts(cfg, experts)
+    _check_dataset(experts, dataset)
+    shapes = {k: tuple(v.shape) for k, v in _student(cfg, dataset, 0).named_parameters()}
+    got = {k: tuple(v.shape) for k, v in experts.parameters(experts.complete()[0], 0).items()}
+    if got != shapes:
+        raise DataError(
+            f"{experts.directory}: the expert parameters do not fit "
+            f"'{cfg.model}' with {cfg.model_options} on this data"
+        )
+    return experts
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -215,32 +250,11 @@ class TrajectoryMatching:
 
     def __init__(self, cfg: MTTConfig, ctx: DistillContext) -> None:
         self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
-        self.experts = ExpertSet(cfg.experts)
-        check_experts(cfg, self.experts)
-        _check_dataset(self.experts, ctx)
+        self.experts = preflight(cfg, ctx.dataset)
         self.pool = self.experts.complete()
-        ds = ctx.dataset
-        # Weights come from the experts; the generator only keeps the global RNG untouched.
-        self.net = build_model(
-            cfg.model,
-            ds.channels,
-            ds.num_classes,
-            ds.image_size,
-            generator=generator(ctx.seed, "mtt", "student"),
-            **cfg.model_options,
-        ).to(self.device)
+        self.net = _student(cfg, ctx.dataset, ctx.seed).to(self.device)
         self.net.train()
         self.augment = Augment(cfg.augment, mode=cfg.augment_mode) if cfg.augment else None
-        self._check_parameters()
-
-    def _check_parameters(self) -> None:
-        shapes = {k: tuple(v.shape) for k, v in self.net.named_parameters()}
-        got = {k: tuple(v.shape) for k, v in self.experts.parameters(self.pool[0], 0).items()}
-        if got != shapes:
-            raise DataError(
-                f"{self.experts.directory}: the expert parameters do not fit "
-                f"'{self.cfg.model}' with {self.cfg.model_options} on this data"
-            )
 
     def draw(self, gen: torch.Generator) -> tuple[int, int, Params, Params]:
         """A random complete expert, a start epoch, and its start and target parameters."""
@@ -454,6 +468,7 @@ METHODS.add(
         steps=mtt_steps,
         protocol="dsa",
         description="Matching Training Trajectories (Cazenavette et al. 2022)",
+        check=preflight,
     ),
 )
 
