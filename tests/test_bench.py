@@ -111,6 +111,15 @@ def test_suite_records_failures_goes_on_and_resumes_without_recompute(tmp_path):
     assert status["idc"].status == "done" and not status["idc"].cached
     assert status["dc"].status == "failed"  # failures are retried, and fail again
 
+    # --only runs a part; results.json still covers every finished cell of the suite.
+    run_suite(suite, out, only=parse_only("method=random"), resume=True, echo=lines.append)
+    cells = json.loads((out / "results.json").read_text())["cells"]
+    assert {c["method"]: c["status"] for c in cells} == {
+        "dc": "pending",
+        "random": "done",
+        "idc": "done",
+    }
+
 
 def test_missing_data_is_skipped_not_failed(tmp_path):
     suite = Suite("t", ("cifar10-jpeg",), (1,), ("random",), full_data=False)

@@ -493,8 +493,13 @@ def run_suite(
     device: str = "cpu",
     echo: Callable[[str], None] = print,
     cells_progress: Callable[[Iterable[Cell]], Iterable[Cell]] = lambda cells: cells,
+    compute: bool = True,
 ) -> list[CellRecord]:
-    """Run (or continue) a suite; write results.json, results.md and plots after every cell."""
+    """Run (or continue) the suite's cells selected by ``only``; returns their records.
+
+    results.json, results.md and the plots cover the whole suite — every finished cell on
+    disk, the rest pending — and are rewritten after every cell. ``compute=False`` only
+    rewrites them (``exdistill bench --report``)."""
     out = Path(out)
     cells = plan(suite, only)
     if not cells:
@@ -502,7 +507,13 @@ def run_suite(
     for key in data_dirs or {}:
         BENCH_DATASETS.get(key)
     _claim(out, suite, resume)
-    records: dict[Cell, CellRecord] = {c: _pending(c) for c in cells}
+    records: dict[Cell, CellRecord] = {}
+    for cell in plan(suite):
+        run_dir = out / "cells" / cell.key
+        records[cell] = read_cell(cell, run_dir, True) if _is_done(run_dir) else _pending(cell)
+    if not compute:
+        write_results(out, suite, list(records.values()))
+        return [records[c] for c in cells]
     dirs: dict[str, tuple[str | None, str | None]] = {
         ds: resolve_data_dir(ds, data_dirs or {}, data_root) for ds in suite.datasets
     }
@@ -516,7 +527,7 @@ def run_suite(
             records[cell] = run_cell(cell, CellContext(suite, out, data_dir, device))
         echo(describe(records[cell]))
         write_results(out, suite, list(records.values()))
-    return list(records.values())
+    return [records[c] for c in cells]
 
 
 def _pending(cell: Cell) -> CellRecord:

@@ -304,6 +304,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         args.device,
         echo=lambda line: bar[0].write(line) if bar else print(line),
         cells_progress=cells_progress,
+        compute=not args.report,
     )
     done = sum(r.status == "done" for r in records)
     print(f"\n{done}/{len(records)} cells done; wrote {args.out}/results.md, results.json")
@@ -528,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="torch device for every cell")
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    p.add_argument(
+        "--report", action="store_true", help="rewrite results.* from finished cells, run nothing"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="write plots and report.md for a run directory")
