@@ -306,6 +306,10 @@ MODES: dict[str, Callable[[tuple[str, ...], torch.Generator], list[str]]] = {
 }
 
 
+# DSA's strategy (Zhao & Bilen 2021): used by dsa, idc, dm, mtt and MTT's experts.
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+
+
 class Augment:
     """A differentiable augmentation pipeline built from a strategy string.
 

@@ -226,8 +226,8 @@ class CellContext:
     device: str
 
 
-def _cell_dir(ctx: CellContext, cell: Cell) -> Path:
-    return ctx.out / "cells" / cell.key
+def _cell_dir(out: Path, cell: Cell) -> Path:
+    return out / "cells" / cell.key
 
 
 def _baseline_argv(cell: Cell, ctx: CellContext) -> list[str]:
@@ -235,7 +235,7 @@ def _baseline_argv(cell: Cell, ctx: CellContext) -> list[str]:
     kind = "full" if cell.method == FULL else "random"
     argv = ["baseline", kind, "--dataset", ds.loader, "--protocol", ctx.suite.protocol]
     argv += ["--repeats", str(ctx.suite.repeats), "--seed", str(ctx.suite.seed)]
-    argv += ["--device", ctx.device, "--out", str(_cell_dir(ctx, cell))]
+    argv += ["--device", ctx.device, "--out", str(_cell_dir(ctx.out, cell))]
     if kind == "random":
         argv += ["--ipc", str(cell.ipc)]
     return argv + (["--data-dir", ctx.data_dir] if ctx.data_dir else [])
@@ -246,12 +246,12 @@ def _distill_argv(cell: Cell, ctx: CellContext) -> list[str]:
     argv = ["distill", "--method", cell.method, "--dataset", ds.loader, "--ipc", str(cell.ipc)]
     argv += ["--preset", s.preset, "--protocol", s.protocol, "--repeats", str(s.repeats)]
     argv += ["--seed", str(s.seed), "--device", ctx.device, "--no-baselines", "--no-tsne"]
-    argv += ["--out", str(_cell_dir(ctx, cell))]
+    argv += ["--out", str(_cell_dir(ctx.out, cell))]
     if ctx.data_dir:
         argv += ["--data-dir", ctx.data_dir]
     overrides = s.overrides.get(cell.method)
     if overrides:
-        config = _cell_dir(ctx, cell).with_suffix(".yaml")
+        config = _cell_dir(ctx.out, cell).with_suffix(".yaml")
         write_text(config, yaml.safe_dump({"method": overrides}, sort_keys=False))
         argv += ["--config", str(config)]
     return argv
@@ -429,7 +429,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
     """Compute one cell in a child process (or read it back when finished)."""
     from exdistill.methods import METHODS
 
-    run_dir = _cell_dir(ctx, cell)
+    run_dir = _cell_dir(ctx.out, cell)
     stale = False
     if _is_done(run_dir):
         record = read_cell(cell, run_dir, cached=True)
@@ -509,7 +509,7 @@ def run_suite(
     _claim(out, suite, resume)
     records: dict[Cell, CellRecord] = {}
     for cell in plan(suite):
-        run_dir = out / "cells" / cell.key
+        run_dir = _cell_dir(out, cell)
         records[cell] = read_cell(cell, run_dir, True) if _is_done(run_dir) else _pending(cell)
     if not compute:
         write_results(out, suite, list(records.values()))

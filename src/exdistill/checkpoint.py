@@ -51,6 +51,11 @@ class Checkpoint:
     log_records: int = 0
 
 
+def checkpoint_due(done: int, total: int, every: int) -> bool:
+    """Save after ``done`` of ``total`` iterations? Every ``every`` (0: never), and the last."""
+    return every > 0 and (done % every == 0 or done == total)
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

@@ -172,6 +172,18 @@ def apply_overrides(obj: T, items: list[str]) -> T:
     return merge(obj, parse_overrides(items))
 
 
+def first_difference(old: Any, new: Any, name: str = "") -> str | None:
+    """``"dotted.name: old → new"`` for the first value that differs, or ``None`` (nested dicts
+    compared key by key; used to name what changed when a saved config is compared)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            diff = first_difference(old.get(key), new.get(key), f"{name}.{key}" if name else key)
+            if diff:
+                return diff
+        return None
+    return None if old == new else f"{name or 'config'}: {old!r} → {new!r}"
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -46,8 +46,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from exdistill import __version__
-from exdistill.augment import Augment
-from exdistill.config import merge, require, to_dict
+from exdistill.augment import DSA_STRATEGY, Augment
+from exdistill.config import first_difference, merge, require, to_dict
 from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import PROTOCOLS
@@ -60,7 +60,6 @@ from exdistill.train import TrainConfig, Trainer, accuracy, train_classifier
 FORMAT = "exdistill-experts"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 # The official buffer.py: SGD(lr=0.01, momentum=0, weight_decay=0), batch_train 256, DSA on.
 MTT_EXPERT_TRAIN = TrainConfig(
@@ -226,12 +225,15 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_verified(directory: Path, record: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of one epoch file, after checking its sha256 against the manifest."""
+def load_verified(
+    directory: Path, record: dict[str, Any], verify: bool = True
+) -> dict[str, torch.Tensor]:
+    """The tensors of one epoch file, after checking its sha256 against the manifest
+    (``verify=False``: the caller already checked this file)."""
     path = _check_relative(directory, record.get("file"))
     if not path.is_file():
         raise DataError(f"{path}: not found (the experts manifest names it)")
-    if sha256_file(path) != record["sha256"]:
+    if verify and sha256_file(path) != record["sha256"]:
         raise DataError(f"{path}: checksum mismatch (corrupted or modified expert file)")
     try:
         return load_file(str(path))
@@ -267,6 +269,7 @@ class ExpertSet:
         self.train_lr = train.get("lr")
         self.train_momentum = train.get("momentum", 0.0)
         self.dataset: dict[str, Any] = self.manifest["dataset"]
+        self._verified: set[str] = set()  # files whose checksum was checked (once each)
         if not isinstance(self.epochs, int) or not isinstance(self.model, str):
             raise DataError(f"{self.directory / MANIFEST}: config lacks model or train.epochs")
 
@@ -283,7 +286,9 @@ class ExpertSet:
         records = self.manifest["experts"][expert]["epochs"]
         if not 0 <= epoch < len(records):
             raise DataError(f"{self.directory}: expert {expert} has no epoch {epoch}")
-        tensors = load_verified(self.directory, records[epoch])
+        record = records[epoch]
+        tensors = load_verified(self.directory, record, record["file"] not in self._verified)
+        self._verified.add(record["file"])
         return {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("param.")}
 
 
@@ -327,23 +332,13 @@ def _restore(model: nn.Module, trainer: Trainer, tensors: dict[str, torch.Tensor
     trainer.generator.set_state(tensors["state.rng"])
 
 
-def _first_difference(old: Any, new: Any, name: str = "") -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in [*old, *(k for k in new if k not in old)]:
-            diff = _first_difference(old.get(key), new.get(key), f"{name}.{key}" if name else key)
-            if diff:
-                return diff
-        return None
-    return None if old == new else f"{name}: {old!r} → {new!r}"
-
-
 def _resumable(directory: Path, header: dict[str, Any], num_experts: int) -> list[dict]:
     """The expert entries of the run in ``directory`` (checked to have the same config)."""
     old = read_manifest(directory)
     new = json.loads(json.dumps(header))  # JSON types, as the manifest holds them
     new.pop("library_version")  # a newer library may continue an older run
     old_n, new_n = old["config"].pop("num_experts", None), new["config"].pop("num_experts")
-    diff = _first_difference({k: old.get(k) for k in new}, new)
+    diff = first_difference({k: old.get(k) for k in new}, new)
     if diff:
         raise ConfigError(f"resume: the experts in {directory} were made differently ({diff})")
     if isinstance(old_n, int) and new_n < old_n:

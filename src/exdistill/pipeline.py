@@ -20,7 +20,7 @@ from exdistill import __version__
 from exdistill.analysis import update_similarity
 from exdistill.baselines import baseline, baseline_steps
 from exdistill.checkpoint import Checkpointer
-from exdistill.config import config_hash, merge, require, to_dict
+from exdistill.config import config_hash, first_difference, merge, require, to_dict
 from exdistill.data import ImageDataset, load_dataset
 from exdistill.data.load import cache_root
 from exdistill.distributed import Dist, ReadOnlyCheckpointer
@@ -246,17 +246,6 @@ def _run_status(out: Path) -> str:
     return status
 
 
-def _first_difference(old: Any, new: Any, name: str = "") -> str | None:
-    """``"dotted.name: old → new"`` for the first value that differs, or ``None``."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in [*old, *(k for k in new if k not in old)]:
-            diff = _first_difference(old.get(key), new.get(key), f"{name}.{key}" if name else key)
-            if diff:
-                return diff
-        return None
-    return None if old == new else f"{name or 'config'}: {old!r} → {new!r}"
-
-
 def _check_same_config(out: Path, resolved: dict[str, Any]) -> None:
     try:
         saved = yaml.safe_load((out / "config.yaml").read_text())
@@ -266,7 +255,7 @@ def _check_same_config(out: Path, resolved: dict[str, Any]) -> None:
         ) from None
     if not isinstance(saved, dict) or not {"run", "method"} <= set(saved):
         raise ConfigError(f"out: {out} holds no distillation run (its config.yaml has no method)")
-    diff = _first_difference(saved, json.loads(json.dumps(resolved)))
+    diff = first_difference(saved, json.loads(json.dumps(resolved)))
     if diff:
         raise ConfigError(f"resume: the config differs from the run in {out} ({diff})")
 

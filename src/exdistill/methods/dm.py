@@ -32,11 +32,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from exdistill.augment import Augment, AugmentParams
+from exdistill.augment import DSA_STRATEGY, Augment, AugmentParams
+from exdistill.checkpoint import checkpoint_due
 from exdistill.config import require
-from exdistill.errors import DataError, NumericalError
+from exdistill.errors import NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.methods.gradient import DSA_STRATEGY, SegmentState, distill_whole_set
+from exdistill.methods.gradient import SegmentState, distill_whole_set, start_segment
 from exdistill.methods.matching import ClassBatch, chunks
 from exdistill.models import build_model
 from exdistill.progress import or_null
@@ -214,19 +215,11 @@ class DistributionMatching:
         and after the last.
         """
         cfg, progress = self.cfg, or_null(self.ctx.progress)
-        if resume is not None and resume.images.shape != images.shape:
-            raise DataError(
-                f"checkpoint: images {tuple(resume.images.shape)} do not match the segment's "
-                f"{tuple(images.shape)}"
-            )
-        start = images if resume is None else resume.images
-        syn = start.detach().clone().to(self.device).requires_grad_(True)
+        syn, optimizer = start_segment(
+            images, resume, self.device, cfg.lr_img, cfg.momentum_img, gen
+        )
         labels = labels.to(self.device)
-        optimizer = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum_img)
         if resume is not None:
-            gen.set_state(resume.rng)
-            if resume.momentum is not None:
-                optimizer.state[syn]["momentum_buffer"] = resume.momentum.to(syn).clone()
             progress.update(min(resume.iteration, iterations))
         classes = list(range(self.dataset.num_classes))
         members = [torch.nonzero(labels == c).flatten() for c in classes]
@@ -268,14 +261,10 @@ class DistributionMatching:
             if done % cfg.log_every == 0 or done == iterations:
                 self.ctx.log({"segment": segment, "iteration": it, "match_loss": loss})
                 progress.set_postfix_str(f"seg {segment} loss {loss:.4g}")
-            if save is not None and self.checkpoint_due(done, iterations):
+            if save is not None and checkpoint_due(done, iterations, cfg.checkpoint_every):
                 momentum = optimizer.state[syn].get("momentum_buffer")
                 save(SegmentState(done, syn.detach(), gen.get_state(), momentum))
         return syn.detach()
-
-    def checkpoint_due(self, done: int, iterations: int) -> bool:
-        every = self.cfg.checkpoint_every
-        return every > 0 and (done % every == 0 or done == iterations)
 
 
 # ----------------------------------------------------------------------------- the method

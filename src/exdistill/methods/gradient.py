@@ -38,8 +38,8 @@ from typing import Any, Literal
 
 import torch
 
-from exdistill.augment import Augment, AugmentParams
-from exdistill.checkpoint import Checkpoint, Checkpointer
+from exdistill.augment import DSA_STRATEGY, Augment, AugmentParams
+from exdistill.checkpoint import Checkpoint, Checkpointer, checkpoint_due
 from exdistill.config import require
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
@@ -58,8 +58,6 @@ from exdistill.progress import or_null
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet, check_factor, decode, sample_real
 from exdistill.train import TrainConfig, Trainer
-
-DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
 @dataclass
@@ -183,6 +181,32 @@ class TermDraw:
     union: bool = False  # EDD's regulariser: frozen ∪ current against the full real data
     weight: float = 1.0
     aug: AugmentParams | None = None
+
+
+def start_segment(
+    images: torch.Tensor,
+    resume: SegmentState | None,
+    device: torch.device,
+    lr: float,
+    momentum: float,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.optim.SGD]:
+    """The trainable stored images and their SGD optimiser: from ``images``, or from
+    ``resume`` (images, momentum and the generator's state restored). Shared by every
+    distiller that resumes from a ``SegmentState`` (gradient matching, DM, MTT)."""
+    if resume is not None and resume.images.shape != images.shape:
+        raise DataError(
+            f"checkpoint: images {tuple(resume.images.shape)} do not match the segment's "
+            f"{tuple(images.shape)}"
+        )
+    start = images if resume is None else resume.images
+    syn = start.detach().clone().to(device).requires_grad_(True)
+    optimizer = torch.optim.SGD([syn], lr=lr, momentum=momentum)
+    if resume is not None:
+        gen.set_state(resume.rng)
+        if resume.momentum is not None:
+            optimizer.state[syn]["momentum_buffer"] = resume.momentum.to(syn).clone()
+    return syn, optimizer
 
 
 class GradientMatching:
@@ -398,20 +422,10 @@ class GradientMatching:
         iterations and after the last.
         """
         cfg, progress, dist = self.cfg, or_null(self.ctx.progress), self.dist
-        if resume is not None and resume.images.shape != images.shape:
-            raise DataError(
-                f"checkpoint: images {tuple(resume.images.shape)} do not match the segment's "
-                f"{tuple(images.shape)}"
-            )
-        start = images if resume is None else resume.images
-        syn = start.detach().clone().to(self.device).requires_grad_(True)
-        labels = labels.to(self.device)
         lr = cfg.lr_img * (ipc / 10 if cfg.lr_img_per_ipc else 1.0)
-        optimizer = torch.optim.SGD([syn], lr=lr, momentum=cfg.momentum_img)
+        syn, optimizer = start_segment(images, resume, self.device, lr, cfg.momentum_img, gen)
+        labels = labels.to(self.device)
         if resume is not None:
-            gen.set_state(resume.rng)
-            if resume.momentum is not None:
-                optimizer.state[syn]["momentum_buffer"] = resume.momentum.to(syn).clone()
             progress.update(min(resume.iteration, iterations) * cfg.match_steps)
         classes = list(range(self.dataset.num_classes))
         mine = dist.shard(classes)  # the classes this process computes (all, in one process)
@@ -487,14 +501,10 @@ class GradientMatching:
                 {"segment": segment, "iteration": it, "match_loss": loss_sum / cfg.match_steps}
             )
             progress.set_postfix_str(f"seg {segment} loss {loss_sum / cfg.match_steps:.4g}")
-            if save is not None and self.checkpoint_due(it + 1, iterations):
+            if save is not None and checkpoint_due(it + 1, iterations, cfg.checkpoint_every):
                 momentum = optimizer.state[syn].get("momentum_buffer")
                 save(SegmentState(it + 1, syn.detach(), gen.get_state(), momentum))
         return syn.detach()
-
-    def checkpoint_due(self, done: int, iterations: int) -> bool:
-        every = self.cfg.checkpoint_every
-        return every > 0 and (done % every == 0 or done == iterations)
 
 
 def initial_indices(

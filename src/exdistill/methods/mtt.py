@@ -38,14 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from exdistill.augment import Augment
-from exdistill.checkpoint import Checkpoint, Checkpointer
+from exdistill.augment import DSA_STRATEGY, Augment
+from exdistill.checkpoint import Checkpoint, Checkpointer, checkpoint_due
 from exdistill.config import require
 from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.experts import ExpertSet
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.methods.gradient import DSA_STRATEGY, SegmentState, initial_indices
+from exdistill.methods.gradient import SegmentState, initial_indices, start_segment
 from exdistill.models import build_model
 from exdistill.progress import or_null
 from exdistill.seeding import generator, randint
@@ -286,7 +286,7 @@ class TrajectoryMatching:
             self.ctx.log(record)
             progress.update(1)
             progress.set_postfix_str(f"loss {record['loss']:.4g} α {record['step_size']:.4g}")
-            if save is not None and self._checkpoint_due(it + 1):
+            if save is not None and checkpoint_due(it + 1, cfg.iterations, cfg.checkpoint_every):
                 momentum = opt_img.state[syn].get("momentum_buffer")
                 images_state = SegmentState(it + 1, syn.detach(), gen.get_state(), momentum)
                 step_momentum = opt_lr.state[step].get("momentum_buffer")
@@ -296,22 +296,19 @@ class TrajectoryMatching:
     def _start(self, images: torch.Tensor, gen: torch.Generator, resume: MTTState | None):
         """Images and α as leaves with their optimisers, restored from ``resume`` if given."""
         cfg = self.cfg
-        if resume is not None and resume.images.images.shape != images.shape:
-            raise DataError(
-                f"checkpoint: images {tuple(resume.images.images.shape)} do not match the set's "
-                f"{tuple(images.shape)}"
-            )
-        first = images if resume is None else resume.images.images
-        syn = first.detach().clone().to(self.device).requires_grad_(True)
+        syn, opt_img = start_segment(
+            images,
+            None if resume is None else resume.images,
+            self.device,
+            cfg.lr_img,
+            cfg.momentum_img,
+            gen,
+        )
         alpha = torch.tensor(cfg.lr_teacher) if resume is None else resume.step_size.reshape(())
         step = alpha.detach().clone().to(self.device).requires_grad_(True)
-        opt_img = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum_img)
         opt_lr = torch.optim.SGD([step], lr=cfg.lr_lr, momentum=cfg.momentum_lr)
         if resume is None:
             return syn, step, opt_img, opt_lr, 0
-        gen.set_state(resume.images.rng)
-        if resume.images.momentum is not None:
-            opt_img.state[syn]["momentum_buffer"] = resume.images.momentum.to(syn).clone()
         if resume.step_momentum is not None:
             opt_lr.state[step]["momentum_buffer"] = resume.step_momentum.reshape(()).to(step)
         return syn, step, opt_img, opt_lr, resume.images.iteration
@@ -371,10 +368,6 @@ class TrajectoryMatching:
             raise NumericalError(
                 f"the learned step size became {alpha} after iteration {it} (lower lr_lr)"
             )
-
-    def _checkpoint_due(self, done: int) -> bool:
-        every = self.cfg.checkpoint_every
-        return every > 0 and (done % every == 0 or done == self.cfg.iterations)
 
 
 def run_mtt(ctx: DistillContext, cfg: MTTConfig) -> DistillResult:
