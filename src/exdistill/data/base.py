@@ -190,18 +190,20 @@ def build_dataset(name: str, raw: RawData, val_fraction: float = 0.1, split_seed
 def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[tuple[float, ...], ...]:
     """Per-channel mean and std of uint8 ``(N, C, H, W)`` images on the [0, 1] scale.
 
-    Summed in float64 chunks so a large split never materialises as one float copy.
+    Sums are exact integers (int64), so the statistics do not depend on the summation order,
+    the thread count or the machine; chunks keep a large split from materialising as one copy.
     """
     c = images.shape[1]
-    total = torch.zeros(c, dtype=torch.float64)
-    squares = torch.zeros(c, dtype=torch.float64)
+    total = torch.zeros(c, dtype=torch.int64)
+    squares = torch.zeros(c, dtype=torch.int64)
     for start in range(0, images.shape[0], chunk):
-        x = images[start : start + chunk].to(torch.float64) / 255.0
+        x = images[start : start + chunk].to(torch.int64)
         total += x.sum(dim=(0, 2, 3))
         squares += (x * x).sum(dim=(0, 2, 3))
     n = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / n
-    var = (squares / n - mean**2).clamp_min(0) * n / max(n - 1, 1)
+    mean = total.to(torch.float64) / (255.0 * n)
+    second = squares.to(torch.float64) / (255.0**2 * n)
+    var = (second - mean**2).clamp_min(0) * n / max(n - 1, 1)
     return tuple(float(v) for v in mean), tuple(max(float(v), 1e-3) for v in var.sqrt())
 
 

@@ -125,12 +125,24 @@ def check_experts(cfg: MTTConfig, experts: ExpertSet) -> None:
         )
 
 
+def _same(a, b) -> bool:
+    """Equal, with statistics (floats) compared to 1e-9 relative: JSON round trips and older
+    files written with float summation may differ in the last bits."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(
+            a, b, rel_tol=1e-9, abs_tol=1e-12
+        )
+    return a == b
+
+
 def _check_dataset(experts: ExpertSet, dataset: ImageDataset) -> None:
     """The run's data must be the data the experts were trained on (same split, same scale)."""
     meta, want = dataset.meta(), experts.dataset
     have = {**meta, "train_images": len(dataset.train)}
     for key in ("name", "class_names", "channels", "image_size", "mean", "std", "train_images"):
-        if key in want and want[key] != have[key]:
+        if key in want and not _same(want[key], have[key]):
             raise DataError(
                 f"{experts.directory}: the experts were trained on data with {key} {want[key]!r}, "
                 f"this run has {have[key]!r}"
