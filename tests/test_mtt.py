@@ -176,9 +176,19 @@ def test_presets_write_down_the_paper_rows():
     spec = METHODS.get("mtt")
     row = spec.presets("paper", "cifar10", 1, {})
     assert (row["syn_steps"], row["expert_epochs"], row["max_start_epoch"]) == (50, 2, 2)
-    assert (row["lr_img"], row["lr_lr"], row["iterations"]) == (1000.0, 1e-7, 5000)
+    assert (row["lr_img"], row["lr_lr"], row["lr_teacher"], row["iterations"]) == (
+        100.0,
+        1e-7,
+        0.01,
+        5000,
+    )
+    assert spec.presets("paper", "cifar10", 10, {})["lr_teacher"] == 0.001
     assert spec.presets("paper", "cifar100", 1, {})["expert_epochs"] == 3
     assert spec.presets("paper", "cifar100", 50, {})["batch_syn"] == 125
+    tiny = spec.presets("paper", "imagefolder", 50, {})
+    assert (tiny["syn_steps"], tiny["max_start_epoch"], tiny["batch_syn"]) == (20, 40, 300)
+    assert (tiny["lr_img"], tiny["lr_lr"]) == (10000.0, 1e-4)
+    assert "batch_syn" not in spec.presets("paper", "imagefolder", 1, {})
     assert spec.protocol == "dsa"
 
 

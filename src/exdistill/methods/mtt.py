@@ -56,7 +56,8 @@ Params = dict[str, torch.Tensor]
 
 @dataclass
 class MTTConfig:
-    """Trajectory matching. Defaults: MTT's CIFAR-10 ipc 10 row (a ZCA row; docs/mtt.md)."""
+    """Trajectory matching. Defaults: N, M, T⁺ and lr_lr of MTT's CIFAR-10 ipc 10 row, with
+    lr_img 1000 and α 0.01 (that ZCA row has 100 and 0.001, set by the ``paper`` preset)."""
 
     experts: str = ""  # directory written by ``exdistill experts``
     dataset: str = ""  # the run's dataset (the preset sets it); checked against the experts
@@ -129,10 +130,12 @@ def _same(a, b) -> bool:
     """Equal, with statistics (floats) compared to 1e-9 relative: JSON round trips and older
     files written with float summation may differ in the last bits."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(
-            a, b, rel_tol=1e-9, abs_tol=1e-12
+        return (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
         )
     return a == b
 
@@ -405,27 +408,34 @@ def mtt_steps(cfg: MTTConfig, ctx: DistillContext) -> int:
 
 
 # ----------------------------------------------------------------------------- presets
-# MTT's appendix table (ConvNet experts, 50 epochs, SGD 0.01): per (dataset, ipc) the student
-# steps N, expert epochs M, max start epoch T+, lr_img, lr_lr, and whether the row used ZCA
-# whitening (which exdistill does not do: lr_img of a ZCA row is for whitened pixels).
-# lr_teacher (initial α) is 0.01 everywhere. CIFAR-100 ipc 1 and the ImageNet-subset row are
-# the official README's commands; the others are the paper's table. Datasets the paper does not
-# have (mnist, fashion-mnist, digits, npz) take CIFAR-10's row of the same ipc.
+# Values: MTT's table (mtt-distillation issue #7), as text: dc_benchmark methods/tm/readme.md
+# Per (dataset, ipc): student steps N, expert epochs M, max start epoch T+, lr_img, lr_lr, initial
+# α (lr_teacher), synthetic batch (batch_syn; absent: the whole set), and whether the row used ZCA
+# whitening (which exdistill does not do: lr_img of a ZCA row is for whitened pixels). ConvNet
+# experts, 50 epochs, SGD 0.01; "imagefolder" rows are Tiny-ImageNet's (64 px, ConvNet-4).
+# Datasets the paper does not have (mnist, fashion-mnist, digits, npz) take CIFAR-10's row.
 PAPER: dict[tuple[str, int], dict[str, Any]] = {
     ("cifar10", 1): {"syn_steps": 50, "expert_epochs": 2, "max_start_epoch": 2,
-                     "lr_img": 1000.0, "lr_lr": 1e-7, "zca": True},
+                     "lr_img": 100.0, "lr_lr": 1e-7, "lr_teacher": 0.01, "zca": True},
     ("cifar10", 10): {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20,
-                      "lr_img": 1000.0, "lr_lr": 1e-5, "zca": True},
+                      "lr_img": 100.0, "lr_lr": 1e-5, "lr_teacher": 0.001, "zca": True},
     ("cifar10", 50): {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 40,
-                      "lr_img": 100.0, "lr_lr": 1e-5, "zca": False},
+                      "lr_img": 1000.0, "lr_lr": 1e-5, "lr_teacher": 0.001, "zca": False},
     ("cifar100", 1): {"syn_steps": 20, "expert_epochs": 3, "max_start_epoch": 20,
-                      "lr_img": 1000.0, "lr_lr": 1e-5, "zca": True},
+                      "lr_img": 1000.0, "lr_lr": 1e-5, "lr_teacher": 0.01, "zca": True},
     ("cifar100", 10): {"syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 20,
-                       "lr_img": 1000.0, "lr_lr": 1e-5, "zca": False},
+                       "lr_img": 1000.0, "lr_lr": 1e-5, "lr_teacher": 0.01, "zca": False},
     ("cifar100", 50): {"syn_steps": 80, "expert_epochs": 2, "max_start_epoch": 40,
-                       "lr_img": 1000.0, "lr_lr": 1e-5, "batch_syn": 125, "zca": True},
-    ("imagefolder", 1): {"syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 10,
-                         "lr_img": 1000.0, "lr_lr": 1e-6, "zca": False},
+                       "lr_img": 1000.0, "lr_lr": 1e-5, "lr_teacher": 0.01, "batch_syn": 125,
+                       "zca": True},
+    ("imagefolder", 1): {"syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 10,
+                         "lr_img": 10000.0, "lr_lr": 1e-4, "lr_teacher": 0.01, "zca": False},
+    ("imagefolder", 10): {"syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 40,
+                          "lr_img": 10000.0, "lr_lr": 1e-4, "lr_teacher": 0.01, "batch_syn": 200,
+                          "zca": False},
+    ("imagefolder", 50): {"syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 40,
+                          "lr_img": 10000.0, "lr_lr": 1e-4, "lr_teacher": 0.01, "batch_syn": 300,
+                          "zca": False},
 }  # fmt: skip
 
 
