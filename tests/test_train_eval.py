@@ -264,3 +264,25 @@ def test_baseline_unknown_kind_and_no_cache(digits, tmp_path: Path) -> None:
         baseline("best", digits, 1, TINY)
     baseline("random", digits, 1, TINY, repeats=1)  # cache_dir None: nothing written
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("lr", 0.0),
+        ("momentum", 1.0),
+        ("weight_decay", -1e-4),
+        ("milestones", (0.5, 1.5)),
+        ("cutmix_prob", 2.0),
+        ("max_steps", -1),
+    ],
+)
+def test_train_config_names_the_bad_field(field, value) -> None:
+    cfg = replace(TrainConfig(), **{field: value})
+    with pytest.raises(ConfigError, match=f"train.{field}"):
+        cfg.validate()
+    model = build_model("convnet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match=f"train.{field}"):
+        Trainer(model, cfg, total_steps=10, generator=torch.Generator().manual_seed(0))

@@ -90,9 +90,7 @@ class ExpertConfig:
 
     def validate(self) -> None:
         require(self.num_experts >= 1, f"num_experts: must be ≥ 1, got {self.num_experts}")
-        require(self.train.epochs >= 1, f"epochs: must be ≥ 1, got {self.train.epochs}")
-        require(self.train.batch_size >= 1, "train.batch_size: must be ≥ 1")
-        require(self.train.lr > 0, "train.lr: must be > 0")
+        self.train.validate()
         # A trajectory is a list of whole epochs: a step cap would end one in the middle.
         require(self.train.max_steps == 0, "train.max_steps: experts train whole epochs; use 0")
         if self.train.augment:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from exdistill.augment import Augment, cutmix
+from exdistill.config import require
 from exdistill.progress import Progress, or_null
 
 
@@ -36,6 +37,25 @@ class TrainConfig:
     cutmix_beta: float = 1.0
     max_steps: int = 0  # > 0: cap on total SGD steps (CPU budgets on large training sets)
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        require(self.epochs >= 1, f"train.epochs: must be ≥ 1, got {self.epochs}")
+        require(self.batch_size >= 1, f"train.batch_size: must be ≥ 1, got {self.batch_size}")
+        require(self.lr > 0, f"train.lr: must be > 0, got {self.lr}")
+        require(0 <= self.momentum < 1, f"train.momentum: must be in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, f"train.weight_decay: must be ≥ 0, got {self.weight_decay}")
+        require(
+            all(0 < m < 1 for m in self.milestones),
+            f"train.milestones: fractions of training in (0, 1), got {self.milestones}",
+        )
+        require(self.gamma > 0, f"train.gamma: must be > 0, got {self.gamma}")
+        require(
+            0 <= self.cutmix_prob <= 1,
+            f"train.cutmix_prob: must be in [0, 1], got {self.cutmix_prob}",
+        )
+        require(self.cutmix_beta > 0, f"train.cutmix_beta: must be > 0, got {self.cutmix_beta}")
+        require(self.max_steps >= 0, f"train.max_steps: must be ≥ 0, got {self.max_steps}")
+
     def total_steps(self, num_images: int) -> int:
         steps = self.epochs * math.ceil(num_images / self.batch_size)
         return min(steps, self.max_steps) if self.max_steps > 0 else steps
@@ -52,6 +72,7 @@ class Trainer:
     def __init__(
         self, model: nn.Module, cfg: TrainConfig, total_steps: int, generator: torch.Generator
     ) -> None:
+        cfg.validate()
         self.model, self.cfg, self.generator = model, cfg, generator
         self.total_steps = max(1, total_steps)
         self.augment = Augment(cfg.augment, mode=cfg.augment_mode) if cfg.augment else None
