@@ -606,7 +606,10 @@ def _small(dataset: str) -> bool:
     return dataset in ("digits",)
 
 
-QUICK_MATCH_STEPS = 200  # matching steps of every gradient method's quick preset beyond digits
+# Matching steps of every gradient method's quick preset (outer iterations × steps per
+# iteration), the same for dc, dsa and idc so that rows compare at equal budget.
+QUICK_MATCH_STEPS = 200  # beyond digits
+QUICK_MATCH_STEPS_SMALL = 300  # digits
 
 
 def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dict[str, Any]:
@@ -616,7 +619,9 @@ def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dic
     loops = _dc_loops(ipc)
     loops["net_steps"] = max(1, loops["net_steps"] // 5)
     if _small(dataset):
-        return {**base, **loops, "iterations": 40, "model_options": {"width": 64}}
+        # DC's 40 outer iterations made 2000 matching steps at ipc 50 (935 s, 2026-11-29).
+        iterations = max(1, QUICK_MATCH_STEPS_SMALL // loops["match_steps"])
+        return {**base, **loops, "iterations": iterations, "model_options": {"width": 64}}
     # Beyond digits: idc-quick's budget, 200 matching steps on 64 real images per class. DC's
     # 256 real images per class made one Fashion-MNIST ipc-10 step 6.4 s (21 min a run, 2 cores;
     # runs/bench-cpu, 2026-11-28); 64 is the real batch of idc and dm quick too.
@@ -652,7 +657,12 @@ def idc_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str
         # factor 1 on 8×8 digits: 4×4 tiles lose the digit. Evidence (validation accuracy,
         # idc-quick protocol, 2 repeats, ipc 10, 30×10 matching steps, seed 0):
         # factor 2 → 76.1 %, factor 1 → 98.5 % (random subset: 95.2 %).
-        return {"iterations": 30, "match_steps": 10, "net_steps": 1, "factor": 1}
+        return {
+            "iterations": QUICK_MATCH_STEPS_SMALL // 10,
+            "match_steps": 10,
+            "net_steps": 1,
+            "factor": 1,
+        }
     return {
         "iterations": QUICK_MATCH_STEPS // 10,
         "match_steps": 10,
