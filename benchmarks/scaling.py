@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -49,6 +48,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from exdistill.memory import peak_rss_gib
 
 
 @dataclass(frozen=True)
@@ -101,17 +102,6 @@ def random_dataset(shape: Shape, per_class: int, seed: int = 0):
         std=(0.29, 0.29, 0.29),
         source="random tensors",
     )
-
-
-def peak_rss_gib() -> float:
-    """This process's peak resident memory (VmHWM; ru_maxrss where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def one_iteration(

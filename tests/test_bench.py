@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from exdistill import bench
 from exdistill.bench import (
     FULL,
     Cell,
     CellRecord,
     Suite,
+    concurrency,
     parse_only,
     plan,
     render_markdown,
@@ -157,3 +164,191 @@ def test_a_finished_cell_with_another_config_is_stale_and_rerun(tmp_path):
     rerun = run_suite(changed, out, resume=True, echo=lambda line: None)[0]
     assert rerun.status == "done" and not rerun.cached
     assert rerun.config_hash != first.config_hash
+
+
+# ----------------------------------------------------------------------------- --jobs
+# Fake cells: the suite's real commands, run by a tiny script instead of ``python -m exdistill``.
+# Each writes a finished run directory (or fails, for dc) and an event: when it ran, its thread
+# variables, whether the experts were there. FAKE_TOGETHER=n makes a cell wait (up to 10 s)
+# until n cells have started, so overlap is observed, not timed.
+FAKE_EXDISTILL = """
+import json, os, sys, time
+from pathlib import Path
+
+argv = sys.argv[1:]
+opt = lambda name: argv[argv.index(name) + 1] if name in argv else None
+kind, out, events = argv[0], Path(opt("--out")), Path(os.environ["FAKE_EVENTS"])
+method = opt("--method") or (argv[1] if kind == "baseline" else kind)
+stamp = f"{kind}-{os.getpid()}-{time.time_ns()}"
+events.mkdir(parents=True, exist_ok=True)
+(events / f"started-{stamp}").touch()
+event = {"kind": kind, "method": method, "out": str(out), "start": time.time()}
+event.update(omp=os.environ.get("OMP_NUM_THREADS"), mkl=os.environ.get("MKL_NUM_THREADS"))
+if opt("--experts"):
+    event["experts_ready"] = (Path(opt("--experts")) / "done").is_file()
+together, deadline = int(os.environ.get("FAKE_TOGETHER", "0")), time.time() + 10
+while len(list(events.glob("started-*"))) < together and time.time() < deadline:
+    time.sleep(0.02)
+event["saw_others"] = len(list(events.glob("started-*"))) >= together
+time.sleep(float(os.environ.get(f"FAKE_SLEEP_{method}", "0")))
+out.mkdir(parents=True, exist_ok=True)
+if kind == "experts":
+    time.sleep(0.5)  # long enough for a second mtt cell to want the experts too
+    (out / "done").touch()
+elif method != "dc":
+    acc = 0.01 * len(method) + 0.001 * int(opt("--ipc") or 0)
+    metrics = {"test_acc_mean": acc, "test_acc_std": 0.0, "test_accs": [acc], "eval_seconds": 1}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    (out / "run.json").write_text(json.dumps({"status": "done"}))
+event["end"] = time.time()
+(events / f"{stamp}.json").write_text(json.dumps(event))
+if method == "dc":
+    sys.exit("exdistill: error: fake failure")
+"""
+
+
+@pytest.fixture
+def fake_cells(tmp_path, monkeypatch):
+    """Cells run the fake script; returns a function reading the events of one suite run."""
+    script = tmp_path / "fake_exdistill.py"
+    script.write_text(FAKE_EXDISTILL)
+    monkeypatch.setattr(bench, "EXDISTILL", (sys.executable, str(script)))
+
+    def events_of(name: str) -> Callable[[], list[dict]]:
+        monkeypatch.setenv("FAKE_EVENTS", str(tmp_path / "events" / name))
+        return lambda: [
+            json.loads(p.read_text()) for p in (tmp_path / "events" / name).glob("*.json")
+        ]
+
+    return events_of
+
+
+def _comparable(r: CellRecord) -> dict:
+    skip = {"run_dir", "grid", "wall_seconds", "peak_rss_gib", "jobs", "threads"}
+    return {k: v for k, v in dataclasses.asdict(r).items() if k not in skip}
+
+
+def test_jobs_2_gives_the_records_of_jobs_1(tmp_path, fake_cells):
+    suite = Suite(
+        "t", ("digits",), (1, 10), ("random", "dc", "idc", "mtt"), method_ipcs={"mtt": (1,)}
+    )
+    runs = {}
+    for jobs in (1, 2):
+        fake_cells(f"jobs{jobs}")
+        lines: list[str] = []
+        out = tmp_path / f"jobs{jobs}"
+        records = run_suite(suite, out, echo=lines.append, jobs=jobs)
+        runs[jobs] = (records, lines, json.loads((out / "results.json").read_text()))
+    (serial, serial_lines, serial_json), (par, par_lines, par_json) = runs[1], runs[2]
+    assert [(r.dataset, r.ipc, r.method) for r in par] == [
+        (c.dataset, c.ipc, c.method) for c in plan(suite)
+    ]
+    assert [_comparable(r) for r in par] == [_comparable(r) for r in serial]
+    assert {r.method: r.status for r in par if r.ipc == 1} == {
+        "random": "done",
+        "dc": "failed",
+        "idc": "done",
+        "mtt": "done",
+    }
+    assert "fake failure" in next(r.error for r in par if r.method == "dc")
+
+    def no_rss(lines: list[str]) -> list[str]:  # peak memory varies from run to run
+        return sorted(re.sub(r"[\d.]+ GiB", "GiB", line) for line in lines)
+
+    assert no_rss(par_lines) == no_rss(serial_lines) and len(par_lines) == len(plan(suite))
+    assert [c["method"] for c in par_json["cells"]] == [c["method"] for c in serial_json["cells"]]
+    assert (serial_json["jobs"], par_json["jobs"]) == (1, 2)
+    assert {r.jobs for r in par if r.status == "done"} == {2}
+
+
+def test_jobs_2_runs_two_cells_at_once(tmp_path, fake_cells, monkeypatch):
+    events = fake_cells("overlap")
+    monkeypatch.setenv("FAKE_TOGETHER", "2")  # each cell waits until both have started
+    suite = Suite("t", ("digits",), (1,), ("random", "idc"), full_data=False)
+    records = run_suite(suite, tmp_path / "s", echo=lambda line: None, jobs=2)
+    assert [r.status for r in records] == ["done", "done"]
+    cells = events()
+    assert len(cells) == 2 and all(e["saw_others"] for e in cells)
+    assert max(e["start"] for e in cells) < min(e["end"] for e in cells)
+
+
+def test_jobs_train_each_datasets_experts_once_before_its_mtt_cells(tmp_path, fake_cells):
+    events = fake_cells("mtt")
+    suite = Suite("t", ("digits", "fashion-mnist"), (1, 10), ("mtt",), full_data=False)
+    records = run_suite(
+        suite,
+        tmp_path / "s",
+        data_dirs={"fashion-mnist": str(tmp_path)},  # the fake cells read nothing
+        echo=lambda line: None,
+        jobs=4,  # all four cells start together: both of a dataset want its experts
+    )
+    assert [r.status for r in records] == ["done"] * 4
+    experts = sorted(Path(e["out"]).name for e in events() if e["kind"] == "experts")
+    assert experts == ["digits", "fashion-mnist"]
+    mtt = [e for e in events() if e["kind"] == "distill"]
+    assert len(mtt) == 4 and all(e["experts_ready"] for e in mtt)
+
+
+def test_concurrency_sets_threads_per_cell_unless_the_user_did():
+    assert concurrency(2, {}, 2).env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert concurrency(2, {}, 8).threads == 4 and concurrency(3, {}, 2).threads == 1
+    kept = concurrency(2, {"OMP_NUM_THREADS": "3"}, 8)
+    assert kept.env == {} and kept.threads == 3
+    assert concurrency(1, {}, 8).env == {}  # one job: the environment as before --jobs
+    with pytest.raises(ConfigError, match="--jobs"):
+        concurrency(0, {}, 2)
+
+
+def test_cells_get_the_thread_variables(tmp_path, fake_cells, monkeypatch):
+    suite = Suite("t", ("digits",), (1,), ("random", "idc"), full_data=False)
+    monkeypatch.setattr(bench, "usable_cpus", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    events = fake_cells("set")
+    records = run_suite(suite, tmp_path / "set", echo=lambda line: None, jobs=2)
+    assert {(e["omp"], e["mkl"]) for e in events()} == {("2", "2")}
+    assert {r.threads for r in records} == {2}
+    results = json.loads((tmp_path / "set" / "results.json").read_text())
+    assert (results["jobs"], results["threads_per_cell"]) == (2, 2)
+    md = (tmp_path / "set" / "results.md").read_text()
+    assert "Costs measured with 2 cells at a time, 2 threads each." in md
+    assert "peak memory GiB (2 cells at a time, 2 threads each)." in md
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice is kept
+    events = fake_cells("kept")
+    records = run_suite(suite, tmp_path / "kept", echo=lambda line: None, jobs=2)
+    assert {e["omp"] for e in events()} == {"3"} and {r.threads for r in records} == {3}
+
+
+def test_an_error_in_the_suite_stops_the_running_cells(tmp_path, fake_cells, monkeypatch):
+    fake_cells("stop")
+    monkeypatch.setenv("FAKE_SLEEP_idc", "60")
+    suite = Suite("t", ("digits",), (1,), ("random", "idc"), full_data=False)
+
+    def echo(line: str) -> None:
+        raise RuntimeError("disk full")
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_suite(suite, tmp_path / "s", echo=echo, jobs=2)
+    assert time.monotonic() - t0 < 30  # the sleeping idc cell was killed, not waited for
+
+
+def test_peak_memory_is_the_childs_own_not_this_processs(tmp_path, monkeypatch) -> None:
+    """wait4's ru_maxrss starts from the parent's size at fork; the child's VmHWM does not."""
+    script = tmp_path / "child.py"
+    script.write_text(
+        "from exdistill.memory import report_peak_at_exit\n"
+        "report_peak_at_exit()\n"
+        "block = bytearray(64 * 2**20)\n"
+        "block[:: 4096] = b'1' * (len(block) // 4096)\n"
+    )
+    monkeypatch.setattr(bench, "EXDISTILL", (sys.executable, str(script)))
+    ballast = bytearray(2**30)  # 1 GiB resident in this process while the child starts
+    ballast[::4096] = b"1" * (len(ballast) // 4096)
+    result = bench.run_process([], tmp_path / "child.log")
+    del ballast
+    assert result.returncode == 0
+    assert result.peak_rss_gib is not None
+    assert 64 / 1024 < result.peak_rss_gib < 0.5  # the child's 64 MiB block, not our 1 GiB
+    assert not (tmp_path / "child.log.peak").exists()

@@ -12,10 +12,15 @@ that cell only: it is recorded with its error and the suite goes on. A cell's ru
 its config hash differs from what the code resolves now: then it is stale and rerun), so a
 killed suite continues where it stopped (``--resume``); an unfinished one continues from its
 own checkpoint. Failed cells are retried on resume.
+
+``--jobs N`` runs N cells at a time, each process with ``OMP_NUM_THREADS`` = cores // N: on 2
+cores two 1-thread processes of these small ConvNets get more done than one 2-thread process,
+whose threads mostly wait on each other (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -24,8 +29,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,7 @@ import yaml
 from exdistill import __version__
 from exdistill.errors import ConfigError
 from exdistill.io import write_json, write_text
+from exdistill.memory import PEAK_FILE_ENV, read_peak
 from exdistill.registry import Registry
 from exdistill.tables import best_rows, markdown_table, pct
 
@@ -215,6 +224,99 @@ def plan(suite: Suite, only: dict[str, set[str]] | None = None) -> list[Cell]:
     return [c for c in cells if wanted(c)]
 
 
+# ----------------------------------------------------------------------------- concurrency
+@dataclass(frozen=True)
+class Concurrency:
+    """How many cells run at a time and the intra-op threads each cell's process gets."""
+
+    jobs: int = 1
+    threads: int | None = None  # per cell; None: not known
+    env: dict[str, str] = field(default_factory=dict)  # added to each cell's environment
+
+
+def concurrency(jobs: int, environ: Mapping[str, str], cpus: int) -> Concurrency:
+    """``jobs`` cells at a time on ``cpus`` cores: ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` =
+    max(1, cpus // jobs) for each, unless the user set ``OMP_NUM_THREADS`` (then it is kept).
+    One job leaves the environment as it is (torch's default threads), as before ``--jobs``.
+
+    Example: ``concurrency(2, {}, 2).env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}``.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    user = environ.get("OMP_NUM_THREADS", "").strip()
+    if user:
+        return Concurrency(jobs, int(user) if user.isdigit() else _default_threads())
+    if jobs == 1:
+        return Concurrency(1, _default_threads())
+    threads = max(1, cpus // jobs)
+    return Concurrency(
+        jobs, threads, {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    )
+
+
+def _default_threads() -> int:
+    """The intra-op threads torch picks in a child started with this environment: what this
+    process got (nothing in ``exdistill bench`` changes it)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under ``taskset``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - not Linux
+
+
+class CellPool:
+    """What cells running at the same time share: their child processes, so that an interrupted
+    suite stops them all, and the prepare steps (MTT's experts), each run by one cell at a time
+    and not again once it succeeded."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._children: set[subprocess.Popen[bytes]] = set()
+        self._stopped = False
+        self._step_locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._steps_done: set[tuple[str, ...]] = set()
+
+    @contextlib.contextmanager
+    def child(self, proc: subprocess.Popen[bytes]) -> Iterator[None]:
+        """Track ``proc`` while it runs; one started after ``stop()`` is killed at once."""
+        with self._lock:
+            self._children.add(proc)
+            stopped = self._stopped
+        if stopped:
+            proc.kill()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._children.discard(proc)
+
+    def stop(self) -> None:
+        """Kill every child running now or started from now on."""
+        with self._lock:
+            self._stopped = True
+            children = list(self._children)
+        for proc in children:
+            proc.kill()  # a no-op for one already reaped (Popen polls first)
+
+    def once(self, key: tuple[str, ...], step: Callable[[], ProcessResult]) -> ProcessResult | None:
+        """``step()`` unless it already succeeded for ``key`` (then None). Callers with the same
+        key wait for each other: two cells never train the same experts together."""
+        with self._lock:
+            lock = self._step_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key in self._steps_done:
+                return None
+            result = step()
+            if result.returncode == 0:
+                self._steps_done.add(key)
+            return result
+
+
 # ----------------------------------------------------------------------------- commands
 @dataclass
 class CellContext:
@@ -224,6 +326,8 @@ class CellContext:
     out: Path
     data_dir: str | None
     device: str
+    concurrency: Concurrency = field(default_factory=Concurrency)
+    pool: CellPool | None = None  # shared with the cells running at the same time
 
 
 def _cell_dir(out: Path, cell: Cell) -> Path:
@@ -323,6 +427,8 @@ class CellRecord:
     eval_seconds: float | None = None
     wall_seconds: float | None = None
     peak_rss_gib: float | None = None
+    jobs: int | None = None  # cells running at a time when this one ran (None: not recorded)
+    threads: int | None = None  # its intra-op threads
     update_similarity: float | None = None
     config_hash: str | None = None
     library_version: str | None = None
@@ -362,6 +468,8 @@ def read_cell(cell: Cell, run_dir: Path, cached: bool) -> CellRecord:
         eval_seconds=m.get("eval_seconds", m.get("seconds")),
         wall_seconds=extra.get("wall_seconds"),
         peak_rss_gib=extra.get("peak_rss_gib"),
+        jobs=extra.get("jobs"),
+        threads=extra.get("threads"),
         update_similarity=sim.get("mean") if isinstance(sim, dict) else None,
         config_hash=m.get("config_hash"),
         library_version=m.get("library_version"),
@@ -379,32 +487,54 @@ class ProcessResult:
     tail: str
 
 
-def run_process(argv: Sequence[str], log: Path) -> ProcessResult:
-    """Run ``python -m exdistill ARGV``, output appended to ``log``; the child's own peak RSS."""
+EXDISTILL = (sys.executable, "-m", "exdistill")  # the command a cell's argv is given to
+
+
+def run_process(
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    pool: CellPool | None = None,
+) -> ProcessResult:
+    """Run ``python -m exdistill ARGV`` with ``env`` added to this environment, output appended
+    to ``log``; the child's own peak RSS. ``pool`` tracks the child while it runs.
+
+    The peak is the one the child reports at exit (``exdistill.memory``: VmHWM of its own
+    memory map); ``wait4``'s, which counts this process's size at fork, only if it reports none.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    peak_file = log.with_name(log.name + ".peak")
+    peak_file.unlink(missing_ok=True)
+    child_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        PEAK_FILE_ENV: str(peak_file),
+        **(env or {}),
+    }
     t0 = time.perf_counter()
     with open(log, "a") as fh:
         fh.write(f"$ exdistill {' '.join(argv)}\n")
         fh.flush()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "exdistill", *argv],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
+            [*EXDISTILL, *argv], stdout=fh, stderr=subprocess.STDOUT, env=child_env
         )
+        tracked = pool.child(proc) if pool is not None else contextlib.nullcontext()
         try:
-            if hasattr(os, "wait4"):
-                _, status, usage = os.wait4(proc.pid, 0)
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                peak = usage.ru_maxrss / 2**20  # KiB on Linux
-            else:  # pragma: no cover - not Unix
-                proc.wait()
-                peak = None
+            with tracked:
+                if hasattr(os, "wait4"):
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    peak = usage.ru_maxrss / 2**20  # KiB on Linux
+                else:  # pragma: no cover - not Unix
+                    proc.wait()
+                    peak = None
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+    reported = read_peak(peak_file)
+    peak_file.unlink(missing_ok=True)
+    peak = reported if reported is not None else peak
     return ProcessResult(proc.returncode, peak, time.perf_counter() - t0, _tail(log))
 
 
@@ -446,26 +576,27 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
             error=f"method '{cell.method}' is not in this version",
         )
     log = run_dir.with_suffix(".log")
-    prepare = CELL_PREPARE.get(cell.method)
-    if prepare is not None:
-        pre = run_process(prepare(cell, ctx), log)
-        if pre.returncode != 0:
-            return CellRecord(
-                cell.dataset,
-                cell.ipc,
-                cell.method,
-                "failed",
-                error=f"preparing: {_failure(pre)}",
-                wall_seconds=pre.wall_seconds,
-            )
+    pre = _prepare(cell, ctx, log)
+    if pre is not None and pre.returncode != 0:
+        return CellRecord(
+            cell.dataset,
+            cell.ipc,
+            cell.method,
+            "failed",
+            error=f"preparing: {_failure(pre)}",
+            wall_seconds=pre.wall_seconds,
+        )
     argv = CELL_COMMANDS.get(cell.method, _distill_argv)(cell, ctx)
     resumable = (
         not stale and (run_dir / "run.json").is_file() and cell.method not in (FULL, *SELECTION)
     )
-    result = run_process([*argv, "--resume"] if resumable else [*argv, "--overwrite"], log)
+    env, pool = ctx.concurrency.env, ctx.pool
+    result = run_process(
+        [*argv, "--resume"] if resumable else [*argv, "--overwrite"], log, env, pool
+    )
     if resumable and result.returncode == 2 and "config differs" in result.tail:
         # The code's config changed since the cell started: its checkpoint is stale.
-        result = run_process([*argv, "--overwrite"], log)
+        result = run_process([*argv, "--overwrite"], log, env, pool)
     if result.returncode != 0 or not _is_done(run_dir):
         return CellRecord(
             cell.dataset,
@@ -478,9 +609,29 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
     peak = None if result.peak_rss_gib is None else round(result.peak_rss_gib, 3)
     write_json(
         run_dir / "bench.json",
-        {"wall_seconds": round(result.wall_seconds, 1), "peak_rss_gib": peak, "argv": argv},
+        {
+            "wall_seconds": round(result.wall_seconds, 1),
+            "peak_rss_gib": peak,
+            "jobs": ctx.concurrency.jobs,
+            "threads": ctx.concurrency.threads,
+            "argv": argv,
+        },
     )
     return read_cell(cell, run_dir, cached=False)
+
+
+def _prepare(cell: Cell, ctx: CellContext, log: Path) -> ProcessResult | None:
+    """Run the work the cell needs first (MTT: its dataset's experts); None when there is none,
+    or when a cell running alongside already did it in this suite run."""
+    prepare = CELL_PREPARE.get(cell.method)
+    if prepare is None:
+        return None
+    argv = prepare(cell, ctx)
+
+    def step() -> ProcessResult:
+        return run_process(argv, log, ctx.concurrency.env, ctx.pool)
+
+    return step() if ctx.pool is None else ctx.pool.once(tuple(argv), step)
 
 
 def run_suite(
@@ -494,13 +645,16 @@ def run_suite(
     echo: Callable[[str], None] = print,
     cells_progress: Callable[[Iterable[Cell]], Iterable[Cell]] = lambda cells: cells,
     compute: bool = True,
+    jobs: int = 1,
 ) -> list[CellRecord]:
     """Run (or continue) the suite's cells selected by ``only``; returns their records.
 
     results.json, results.md and the plots cover the whole suite — every finished cell on
     disk, the rest pending — and are rewritten after every cell. ``compute=False`` only
-    rewrites them (``exdistill bench --report``)."""
+    rewrites them (``exdistill bench --report``). ``jobs`` > 1 runs that many cells at a time
+    (``run_concurrently``): the same records, echoed as they finish rather than in plan order."""
     out = Path(out)
+    settings = concurrency(jobs, os.environ, usable_cpus())
     cells = plan(suite, only)
     if not cells:
         raise ConfigError("--only leaves no cell of this suite to run")
@@ -512,22 +666,62 @@ def run_suite(
         run_dir = _cell_dir(out, cell)
         records[cell] = read_cell(cell, run_dir, True) if _is_done(run_dir) else _pending(cell)
     if not compute:
-        write_results(out, suite, list(records.values()))
+        write_results(out, suite, list(records.values()), settings)
         return [records[c] for c in cells]
     dirs: dict[str, tuple[str | None, str | None]] = {
         ds: resolve_data_dir(ds, data_dirs or {}, data_root) for ds in suite.datasets
     }
-    for cell in cells_progress(cells):
+    pool = CellPool() if jobs > 1 else None
+
+    def run(cell: Cell) -> CellRecord:
         data_dir, missing = dirs[cell.dataset]
         if missing:
-            records[cell] = CellRecord(
-                cell.dataset, cell.ipc, cell.method, "skipped", error=missing
-            )
-        else:
-            records[cell] = run_cell(cell, CellContext(suite, out, data_dir, device))
-        echo(describe(records[cell]))
-        write_results(out, suite, list(records.values()))
+            return CellRecord(cell.dataset, cell.ipc, cell.method, "skipped", error=missing)
+        return run_cell(cell, CellContext(suite, out, data_dir, device, settings, pool))
+
+    def finish(cell: Cell, record: CellRecord) -> None:
+        records[cell] = record
+        echo(describe(record))
+        write_results(out, suite, list(records.values()), settings)
+
+    if pool is None:
+        for cell in cells_progress(cells):
+            finish(cell, run(cell))
+    else:
+        run_concurrently(cells, run, finish, pool, jobs, cells_progress)
     return [records[c] for c in cells]
+
+
+def run_concurrently(
+    cells: Sequence[Cell],
+    run: Callable[[Cell], CellRecord],
+    finish: Callable[[Cell, CellRecord], None],
+    pool: CellPool,
+    jobs: int,
+    cells_progress: Callable[[Iterable[Cell]], Iterable[Cell]] = lambda cells: cells,
+) -> None:
+    """``run`` the cells ``jobs`` at a time, started in plan order; ``finish`` each as it ends.
+
+    Worker threads only run a cell: start its processes and wait for them. ``finish``
+    (echo, rewrite results.*) runs in this thread alone, one record at a time, and the
+    progress bar advances with it. Cells sharing a prepare step wait for one another inside
+    ``run`` (``CellPool.once``). On an error or Ctrl-C the cells not started are dropped and the
+    running ones killed: their run directories stay resumable."""
+    import importlib
+
+    importlib.import_module("exdistill.methods")  # here, not in two workers at once
+    ticks = iter(cells_progress(cells))
+    next(ticks, None)  # the bar appears at 0 cells done
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bench-cell") as executor:
+        futures = {executor.submit(run, cell): cell for cell in cells}  # a FIFO queue
+        try:
+            for future in as_completed(futures):
+                finish(futures[future], future.result())
+                next(ticks, None)
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            pool.stop()
+            raise
 
 
 def _pending(cell: Cell) -> CellRecord:
@@ -569,7 +763,12 @@ def describe(r: CellRecord) -> str:
 
 
 # ----------------------------------------------------------------------------- outputs
-def write_results(out: Path, suite: Suite, records: list[CellRecord]) -> None:
+def write_results(
+    out: Path, suite: Suite, records: list[CellRecord], settings: Concurrency | None = None
+) -> None:
+    """results.json, results.md, plots and grids; ``settings``: how this run runs its cells
+    (each record also keeps how it ran)."""
+    settings = settings or Concurrency()
     done = [r for r in records if r.status == "done"]
     write_json(
         out / "results.json",
@@ -578,6 +777,8 @@ def write_results(out: Path, suite: Suite, records: list[CellRecord]) -> None:
             "updated": _now(),
             "library_version": __version__,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "jobs": settings.jobs,
+            "threads_per_cell": settings.threads,
             "cells": [asdict(r) for r in records],
         },
     )
@@ -594,7 +795,8 @@ def render_markdown(suite: Suite, records: list[CellRecord]) -> str:
         f"{suite.description}. Protocol `{suite.protocol}`, {suite.repeats} evaluation repeats, "
         f"seed {suite.seed}, preset `{suite.preset}`. Test accuracy %, mean ± std. Best per "
         f"column in bold (the full-data row is the upper bound, not a contender). "
-        f"Updated {_now()}, exdistill {__version__}.",
+        f"Updated {_now()}, exdistill {__version__}."
+        + _ran_text(records, " Costs measured with {}."),
     ]
     by_key = {(r.dataset, r.ipc, r.method): r for r in records}
     for ds in suite.datasets:
@@ -620,13 +822,37 @@ def render_markdown(suite: Suite, records: list[CellRecord]) -> str:
             rows.append(["full data", *[_cell_text(full)] * len(ipcs)])
         header = ["method", *[f"ipc {i}" for i in ipcs]]
         lines.append(markdown_table(header, rows))
-        lines += ["", "Cost per cell: distillation s / evaluation s / peak memory GiB.", ""]
+        caption = "Cost per cell: distillation s / evaluation s / peak memory GiB"
+        ran = _ran_text([r for r in records if r.dataset == ds], " ({})")
+        lines += ["", f"{caption}{ran}.", ""]
         lines.append(markdown_table(header, costs))
     failed = [r for r in records if r.status in ("failed", "skipped", "unavailable")]
     if failed:
         lines += ["", "## Not computed", ""]
         lines += [f"- {r.dataset} ipc {r.ipc} {r.method}: {r.status} — {r.error}" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+def _ran_text(records: Iterable[CellRecord], template: str) -> str:
+    """How the finished cells ran, e.g. "2 cells at a time, 1 thread each", put in
+    ``template`` ("" when none is finished): their costs depend on it."""
+    counts = Counter((r.jobs, r.threads) for r in records if r.status == "done")
+    if not counts:
+        return ""
+    parts = [
+        _setting_text(jobs, threads) + (f" ({n} cells)" if len(counts) > 1 else "")
+        for (jobs, threads), n in counts.most_common()
+    ]
+    return template.format("; ".join(parts))
+
+
+def _setting_text(jobs: int | None, threads: int | None) -> str:
+    if jobs is None:
+        return "setting not recorded"
+    text = f"{jobs} cell{'s' if jobs != 1 else ''} at a time"
+    if threads is not None:
+        text += f", {threads} thread{'s' if threads != 1 else ''} each"
+    return text
 
 
 def _cell_text(r: CellRecord | None) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from exdistill import __version__
 from exdistill.config import load_yaml, merge, parse_overrides
 from exdistill.errors import ExdistillError
+from exdistill.memory import report_peak_at_exit
 
 MAIN_DEFAULT_OUT = "runs/edd-digits-ipc10"
 
@@ -305,6 +306,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         echo=lambda line: bar[0].write(line) if bar else print(line),
         cells_progress=cells_progress,
         compute=not args.report,
+        jobs=args.jobs,
     )
     done = sum(r.status == "done" for r in records)
     print(f"\n{done}/{len(records)} cells done; wrote {args.out}/results.md, results.json")
@@ -528,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root", help="folder holding fashion-mnist/, cifar10-jpeg/, cifar-10-batches-py/"
     )
     p.add_argument("--device", default="cpu", help="torch device for every cell")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cells run at a time, each with OMP_NUM_THREADS = cores // N unless set (default 1)",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
     p.add_argument(
         "--report", action="store_true", help="rewrite results.* from finished cells, run nothing"
@@ -564,6 +573,7 @@ def tune_allocator() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_allocator()
+    report_peak_at_exit()
     try:
         args.func(args)
     except ExdistillError as err:
