@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
 
 from exdistill.cli import main
 from exdistill.methods import METHODS
@@ -125,6 +126,8 @@ def test_distill_writes_the_run_directory(distilled) -> None:
     names = {p.name for p in run.iterdir()}
     expected = {"synthetic", "grid.png", "metrics.json", "report.md", "config.yaml", "run.json"}
     assert expected | {"log.jsonl", "initial.safetensors"} <= names
+    with safe_open(str(run / "initial.safetensors"), "pt") as f:  # paired with the set's order
+        assert f.metadata() == {"order": "final"}
     assert {p.name for p in (run / "synthetic").iterdir()} == {TENSORS_FILE, SIDECAR_FILE}
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["method"], metrics["dataset"], metrics["ipc"]) == ("idc", "digits", 1)

@@ -439,7 +439,11 @@ def distill(
     if result.initial_images is not None:
         atomic_write(
             out / "initial.safetensors",
-            lambda p: save_file({"images": result.initial_images.contiguous()}, str(p)),
+            # "order": image i is where image i of the synthetic set started (EDD runs before
+            # 2026-11-29 stored it segment by segment; benchmarks/update_similarity.py)
+            lambda p: save_file(
+                {"images": result.initial_images.contiguous()}, str(p), metadata={"order": "final"}
+            ),
         )
     finish_run(out, metrics)
     return DistillOutcome(syn, metrics, result.records)

@@ -317,7 +317,22 @@ def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
         if ctx.checkpoint is not None:  # every segment boundary, whatever checkpoint_every says
             ctx.checkpoint.save(state.tensors(), state.meta())
     assert state.done is not None
-    return DistillResult(state.done, torch.cat(state.initial), {"segments": state.records})
+    return DistillResult(state.done, _initial_in_order(state), {"segments": state.records})
+
+
+def _initial_in_order(state: EDDState) -> torch.Tensor:
+    """Segment starts in the final set's order (class, then segment), image for image.
+
+    ``state.done`` is kept class-major, while each segment's start is stored as drawn: image i
+    of the result must pair with image i of the start for update similarity (final − initial).
+    """
+    done = state.done
+    assert done is not None
+    initial = torch.empty_like(done.images)
+    for k, images in enumerate(state.initial):
+        # Within one segment both are class-major: _concat's sort is stable.
+        initial[done.segments == k] = images.to(initial.dtype)
+    return initial
 
 
 def _segment_saver(
