@@ -173,12 +173,13 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
         raise ConfigError("--base, --segments and --segment-ipc apply to --method edd only")
     overrides = _deep_update(edd_flags, overrides)
-    if args.experts:
+    mtt_flags = {k: v for k, v in (("experts", args.experts), ("batch_syn", args.batch_syn)) if v}
+    if mtt_flags:
         if run.method != "mtt":
             from exdistill.errors import ConfigError
 
-            raise ConfigError("--experts applies to --method mtt only")
-        overrides = _deep_update({"experts": args.experts}, overrides)
+            raise ConfigError("--experts and --batch-syn apply to --method mtt only")
+        overrides = _deep_update(mtt_flags, overrides)
     run, overrides = _resumed_config(args, run, overrides)
     _distill_and_report(run, overrides, *_out_and_resume_flags(args), tsne=not args.no_tsne)
 
@@ -443,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", help="EDD: images per class per segment, e.g. 5,5")
     p.add_argument("--segment-ipc", type=int, help="EDD: segments of this many images")
     p.add_argument("--experts", help="MTT: directory of expert trajectories (exdistill experts)")
+    p.add_argument(
+        "--batch-syn",
+        type=int,
+        help="MTT: synthetic images per student step (bounds memory; default: the whole set)",
+    )
     p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
     p.add_argument(
         "--set",
