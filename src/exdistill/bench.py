@@ -622,7 +622,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
 
 def _prepare(cell: Cell, ctx: CellContext, log: Path) -> ProcessResult | None:
     """Run the work the cell needs first (MTT: its dataset's experts); None when there is none,
-    or when a cell running alongside already did it in this suite run."""
+    or when another cell of this suite run already did it (any --jobs)."""
     prepare = CELL_PREPARE.get(cell.method)
     if prepare is None:
         return None
@@ -671,7 +671,7 @@ def run_suite(
     dirs: dict[str, tuple[str | None, str | None]] = {
         ds: resolve_data_dir(ds, data_dirs or {}, data_root) for ds in suite.datasets
     }
-    pool = CellPool() if jobs > 1 else None
+    pool = CellPool()  # with one job too: a dataset's experts are prepared once per run
 
     def run(cell: Cell) -> CellRecord:
         data_dir, missing = dirs[cell.dataset]
@@ -684,7 +684,7 @@ def run_suite(
         echo(describe(record))
         write_results(out, suite, list(records.values()), settings)
 
-    if pool is None:
+    if jobs == 1:
         for cell in cells_progress(cells):
             finish(cell, run(cell))
     else:
