@@ -352,3 +352,32 @@ def test_peak_memory_is_the_childs_own_not_this_processs(tmp_path, monkeypatch) 
     assert result.peak_rss_gib is not None
     assert 64 / 1024 < result.peak_rss_gib < 0.5  # the child's 64 MiB block, not our 1 GiB
     assert not (tmp_path / "child.log.peak").exists()
+
+
+@pytest.mark.parametrize("dataset", ["digits", "fashion-mnist", "cifar10"])
+def test_every_quick_network_of_the_cpu_suite_has_one_width(dataset):
+    """The budget cut applies to every method alike: distillation, feature, filter, expert
+    and evaluation networks all use QUICK_WIDTH under the quick presets."""
+    from exdistill.evaluate import PROTOCOLS
+    from exdistill.experts import resolve_expert_config
+    from exdistill.methods import METHODS, resolve_config
+    from exdistill.models import QUICK_WIDTH
+
+    suite = bench.SUITES.get("cpu")
+    widths = {"protocol": PROTOCOLS.get(suite.protocol).model_options["width"]}
+    for method in suite.methods:
+        if method == "random":
+            continue
+        for ipc in suite.ipcs:
+            if method == "mtt":  # its config needs trained experts; its preset says the width
+                preset = METHODS.get("mtt").presets("quick", dataset, ipc, {})
+                widths[f"mtt {ipc}"] = preset["model_options"]["width"]
+                continue
+            cfg = resolve_config(method, "quick", dataset, ipc, suite.overrides.get(method))
+            if method == "edd":
+                widths[f"edd filter {ipc}"] = cfg.filter_model_options["width"]
+                widths[f"edd base {ipc}"] = cfg.base_config["model_options"]["width"]
+            else:
+                widths[f"{method} {ipc}"] = cfg.model_options["width"]
+    widths["experts"] = resolve_expert_config("quick", dataset).model_options["width"]
+    assert set(widths.values()) == {QUICK_WIDTH}, widths

@@ -20,6 +20,7 @@ from exdistill.methods.dm import (
 from exdistill.methods.gradient import DSA_STRATEGY, initial_indices
 from exdistill.methods.herding import herd
 from exdistill.methods.matching import ClassBatch
+from exdistill.models import QUICK_WIDTH
 from exdistill.pipeline import RunConfig, distill
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet
@@ -147,7 +148,7 @@ def test_dm_presets():
     )
     assert paper.init == "real" and paper.augment == DSA_STRATEGY and paper.factor == 1
     quick = resolve_config("dm", "quick", "cifar10", 10)
-    assert quick.model_options == {"width": 64} and quick.iterations < paper.iterations
+    assert quick.model_options == {"width": QUICK_WIDTH} and quick.iterations < paper.iterations
     assert METHODS.get("dm").protocol == "dsa" and not METHODS.get("dm").selects_real
 
 

@@ -104,6 +104,29 @@ def test_records_per_segment(digits):
     assert torch.equal(torch.bincount(syn.segments), torch.tensor([10, 10]))
 
 
+def test_segment_evals_are_an_analysis_that_can_be_turned_off(digits):
+    calls = []
+
+    def evaluate(syn):
+        calls.append(len(syn.labels))
+        return {"test_acc_mean": 0.5}
+
+    def run(**overrides):
+        cfg = resolve_config(
+            "edd", "quick", "digits", 2, {"base_config": BASE, "filter": FILTER, **overrides}
+        )
+        ctx = DistillContext(digits, 2, 0, evaluate=evaluate)
+        return METHODS.get("edd").run(ctx, cfg)
+
+    on = run()
+    assert calls == [10]  # the union after segment 0, not after the last one
+    assert on.records["segments"][0]["eval"] == {"test_acc_mean": 0.5}
+    off = run(segment_evals=False)
+    assert calls == [10]
+    assert all("eval" not in s for s in off.records["segments"])
+    assert torch.equal(on.synthetic.images, off.synthetic.images)
+
+
 def test_earlier_segments_stay_frozen(digits, monkeypatch):
     seen = []
     original = GradientMatching.distill_segment

@@ -22,7 +22,7 @@ from exdistill.evaluate import (
     evaluate_images,
     protocol_key,
 )
-from exdistill.models import build_model
+from exdistill.models import QUICK_WIDTH, build_model
 from exdistill.seeding import derive_seed
 from exdistill.train import TrainConfig, Trainer, accuracy, predict, train_classifier
 
@@ -154,7 +154,7 @@ def test_protocols_registered() -> None:
         assert family in names and f"{family}-quick" in names
         full, quick = PROTOCOLS.get(family), PROTOCOLS.get(f"{family}-quick")
         assert quick.train.max_steps == 1500 and quick.train.epochs == 300
-        assert quick.model_options == {"width": 64} and full.model_options == {}
+        assert quick.model_options == {"width": QUICK_WIDTH} and full.model_options == {}
         assert full.train.max_steps == 0
     idc, dc = PROTOCOLS.get("idc").train, PROTOCOLS.get("dc").train
     assert (idc.epochs, idc.batch_size, idc.gamma, idc.cutmix_prob) == (1000, 64, 0.2, 0.5)

@@ -148,8 +148,10 @@ SUITES.add(
         methods=_ALL_METHODS,
         # EDD at ipc 1 is one segment: its base, image for image (tested), so not recomputed.
         method_ipcs={"mtt": (1, 10), "edd": (10, 50)},
+        # EDD's evaluations after each segment are an analysis, not part of the method.
+        overrides={"edd": {"segment_evals": False}},
         description="digits, Fashion-MNIST, CIFAR-10 (JPEG) × ipc 1, 10, 50, quick presets, "
-        "protocol idc-quick (ConvNet width 64, ≤1500 SGD steps), 3 repeats, 2 CPU cores",
+        "protocol idc-quick (ConvNet width 32, ≤1500 SGD steps), 3 repeats, 2 CPU cores",
     ),
 )
 SUITES.add(

@@ -16,7 +16,7 @@ import torch
 
 from exdistill.config import config_hash, to_dict
 from exdistill.data.base import ImageDataset
-from exdistill.models import build_model
+from exdistill.models import QUICK_WIDTH, build_model
 from exdistill.progress import Progress
 from exdistill.registry import Registry
 from exdistill.seeding import derive_seed, generator
@@ -44,10 +44,10 @@ _DSA = replace(
     _DC, epochs=1000, augment="color_crop_cutout_flip_scale_rotate", augment_mode="single"
 )
 # Quick variants for 2 CPU cores: the same recipes with 300 epochs, capped at 1500 SGD steps
-# (the cap only binds on large training sets such as the full-data baseline) and a width-64
-# ConvNet. Applied identically to every method, so rows stay comparable.
+# (the cap binds from 320 training images on: ipc 50 and the full-data baseline) and a ConvNet
+# of width QUICK_WIDTH. Applied identically to every method, so rows stay comparable.
 _QUICK = {"epochs": 300, "max_steps": 1500}
-_QUICK_MODEL = {"width": 64}
+_QUICK_MODEL = {"width": QUICK_WIDTH}
 
 for _proto in (
     Protocol(
@@ -59,13 +59,13 @@ for _proto in (
         "idc-quick",
         replace(_IDC, **_QUICK),
         model_options=_QUICK_MODEL,
-        description="idc, 300 ep, ≤1500 steps, ConvNet width 64",
+        description="idc, 300 ep, ≤1500 steps, ConvNet width 32",
     ),
     Protocol(
         "dc-quick",
         replace(_DC, **_QUICK),
         model_options=_QUICK_MODEL,
-        description="dc, 300 ep, ≤1500 steps, ConvNet width 64",
+        description="dc, 300 ep, ≤1500 steps, ConvNet width 32",
     ),
     Protocol(
         "idc-smoke",
@@ -77,7 +77,7 @@ for _proto in (
         "dsa-quick",
         replace(_DSA, **_QUICK),
         model_options=_QUICK_MODEL,
-        description="dsa, 300 ep, ≤1500 steps, ConvNet width 64",
+        description="dsa, 300 ep, ≤1500 steps, ConvNet width 32",
     ),
 ):
     PROTOCOLS.add(_proto.name, _proto)

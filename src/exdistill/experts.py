@@ -52,7 +52,7 @@ from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import PROTOCOLS
 from exdistill.io import atomic_write, sha256_file, write_json
-from exdistill.models import build_model
+from exdistill.models import QUICK_WIDTH, build_model
 from exdistill.progress import ProgressFactory, no_progress
 from exdistill.seeding import derive_seed, generator
 from exdistill.train import TrainConfig, Trainer, accuracy, train_classifier
@@ -111,12 +111,13 @@ def expert_recipe(name: str) -> TrainConfig:
 def expert_presets(preset: str, dataset: str) -> dict[str, Any]:
     """Config values of a preset. ``paper``: MTT's 100 experts × 50 epochs, ConvNet width 128.
 
-    ``quick`` (2 CPU cores): a few short experts of width 64 — the width of the ``*-quick``
-    evaluation protocols, so the step size ``mtt`` learns is learned for the network it is
-    evaluated on. Digits (1211 training images, 5 steps of 256 per epoch) uses batches of 64
-    (19 steps): MTT's CIFAR experts take 196 steps per epoch, and 5 would leave consecutive
-    epochs almost equal. Evidence (digits, seed 0, 1 thread): 5 experts × 15 epochs in 20 s,
-    validation accuracy 91.3 % on average (batch 256: 86.0 % after 15 epochs).
+    ``quick`` (2 CPU cores): a few short experts of width ``QUICK_WIDTH`` — the width of
+    the ``*-quick`` evaluation protocols, so the step size ``mtt`` learns is learned for the
+    network it is evaluated on. Digits (1211 training images, 5 steps of 256 per epoch) uses
+    batches of 64 (19 steps): MTT's CIFAR experts take 196 steps per epoch, and 5 would
+    leave consecutive epochs almost equal. Evidence (digits, width 64, seed 0, 1 thread): 5
+    experts × 15 epochs in 20 s, validation accuracy 91.3 % on average (batch 256: 86.0 %
+    after 15 epochs).
     """
     if preset == "paper":
         return {"num_experts": 100, "train": {"epochs": 50}}  # whatever the recipe's epochs
@@ -125,12 +126,12 @@ def expert_presets(preset: str, dataset: str) -> dict[str, Any]:
     if dataset == "digits":
         return {
             "num_experts": 5,
-            "model_options": {"width": 64},
+            "model_options": {"width": QUICK_WIDTH},
             "train": {"epochs": 15, "batch_size": 64},
         }
     # 32×32 / 28×28 sets: ~0.8 s per step of 256 images on one loaded core, ~200 steps per
     # epoch, so 2 experts × 6 epochs is about half an hour; mtt quick starts at epochs < 4.
-    return {"num_experts": 2, "model_options": {"width": 64}, "train": {"epochs": 6}}
+    return {"num_experts": 2, "model_options": {"width": QUICK_WIDTH}, "train": {"epochs": 6}}
 
 
 def resolve_expert_config(

@@ -39,7 +39,7 @@ from exdistill.errors import NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
 from exdistill.methods.gradient import SegmentState, distill_whole_set, start_segment
 from exdistill.methods.matching import ClassBatch, chunks
-from exdistill.models import build_model
+from exdistill.models import QUICK_WIDTH, build_model
 from exdistill.progress import or_null
 from exdistill.synthetic import check_factor, decode
 
@@ -283,7 +283,7 @@ def dm_presets(
     """``paper``: the published defaults (the config's). ``quick``: a 2-core CPU budget."""
     if preset == "paper":
         return {}
-    return dict(QUICK_DIGITS if dataset == "digits" else QUICK_OTHER)
+    return {**QUICK, "model_options": dict(QUICK["model_options"])}
 
 
 # Quick presets. batch_real 64, not 256: 256 costs 2.3× (digits, where it means the whole
@@ -294,8 +294,11 @@ def dm_presets(
 # 1.35 / 3.44; CIFAR-10 shape (width 64) 0.74 / 1.53 / 3.16. So 500 iterations ≈ 45–65 s on
 # digits and ≈ 5–6 min on Fashion-MNIST / CIFAR-10. Quality on digits, ipc 10, seed 0, val
 # accuracy (dsa-quick, 3 repeats): initial real set 94.6 % → 98.5 % after 500 iterations.
-QUICK_DIGITS: dict[str, Any] = {"iterations": 500, "batch_real": 64}
-QUICK_OTHER: dict[str, Any] = {"iterations": 500, "batch_real": 64, "model_options": {"width": 64}}
+QUICK: dict[str, Any] = {
+    "iterations": 500,
+    "batch_real": 64,
+    "model_options": {"width": QUICK_WIDTH},
+}
 
 
 METHODS.add(

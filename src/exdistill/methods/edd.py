@@ -66,6 +66,9 @@ class EDDConfig:
     filter: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, max_steps=600))
     filter_model: str = "convnet"
     filter_model_options: dict[str, Any] = field(default_factory=dict)
+    # Evaluate the union after every segment but the last (accuracy vs cumulative ipc, an
+    # analysis: it does not change the set). The benchmark suite turns it off to save time.
+    segment_evals: bool = True
 
     def validate(self) -> None:
         require(0.0 <= self.drop < 1.0, "drop: must be in [0, 1)")
@@ -301,7 +304,7 @@ def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
                     min_per_class,
                     generator(ctx.seed, "drop", k),
                 )
-                if ctx.evaluate is not None:
+                if cfg.segment_evals and ctx.evaluate is not None:
                     record["eval"] = ctx.evaluate(done)
         ctx.log({"event": "segment", **record})
         state = EDDState(

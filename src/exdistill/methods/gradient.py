@@ -53,7 +53,7 @@ from exdistill.methods.matching import (
     resolve_class_chunk,
     term_bytes,
 )
-from exdistill.models import build_model
+from exdistill.models import QUICK_WIDTH, build_model
 from exdistill.progress import or_null
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet, check_factor, decode, sample_real
@@ -621,7 +621,7 @@ def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dic
     if _small(dataset):
         # DC's 40 outer iterations made 2000 matching steps at ipc 50 (935 s, 2026-11-29).
         iterations = max(1, QUICK_MATCH_STEPS_SMALL // loops["match_steps"])
-        return {**base, **loops, "iterations": iterations, "model_options": {"width": 64}}
+        return {**base, **loops, "iterations": iterations, "model_options": {"width": QUICK_WIDTH}}
     # Beyond digits: idc-quick's budget, 200 matching steps on 64 real images per class. DC's
     # 256 real images per class made one Fashion-MNIST ipc-10 step 6.4 s (21 min a run, 2 cores;
     # runs/bench-cpu, 2026-11-28); 64 is the real batch of idc and dm quick too.
@@ -631,7 +631,7 @@ def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dic
         **loops,
         "iterations": iterations,
         "batch_real": 64,
-        "model_options": {"width": 64},
+        "model_options": {"width": QUICK_WIDTH},
     }
 
 
@@ -662,12 +662,13 @@ def idc_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str
             "match_steps": 10,
             "net_steps": 1,
             "factor": 1,
+            "model_options": {"width": QUICK_WIDTH},
         }
     return {
         "iterations": QUICK_MATCH_STEPS // 10,
         "match_steps": 10,
         "net_steps": 1,
-        "model_options": {"width": 64},
+        "model_options": {"width": QUICK_WIDTH},
     }
 
 

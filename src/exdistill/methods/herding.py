@@ -24,7 +24,7 @@ from exdistill.config import require
 from exdistill.data.base import ImageDataset
 from exdistill.errors import DataError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.models import build_model
+from exdistill.models import QUICK_WIDTH, build_model
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet
 from exdistill.train import TrainConfig, accuracy, train_classifier
@@ -154,12 +154,11 @@ def herding_steps(cfg: HerdingConfig, ctx: DistillContext) -> int:
 def herding_presets(
     preset: str, dataset: str, ipc: int, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """``paper``: the config defaults. ``quick``: a 300-step feature network (width 64 beyond
-    digits), like the other quick presets."""
+    """``paper``: the config defaults. ``quick``: a 300-step feature network of width
+    ``QUICK_WIDTH``, like the other quick presets."""
     if preset == "paper":
         return {}
-    quick: dict[str, Any] = {"train": {"epochs": 100, "max_steps": 300}}  # the cap binds
-    return quick if dataset == "digits" else {**quick, "model_options": {"width": 64}}
+    return {"train": {"epochs": 100, "max_steps": 300}, "model_options": {"width": QUICK_WIDTH}}
 
 
 # Evidence for 300 steps (1 thread, shared 2-core machine under a background job): digits,

@@ -46,7 +46,7 @@ from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.experts import ExpertSet
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
 from exdistill.methods.gradient import SegmentState, initial_indices, start_segment
-from exdistill.models import build_model
+from exdistill.models import QUICK_WIDTH, build_model
 from exdistill.progress import or_null
 from exdistill.seeding import generator, randint
 from exdistill.synthetic import SyntheticSet
@@ -451,15 +451,16 @@ def _paper_row(dataset: str, ipc: int) -> dict[str, Any]:
 def mtt_presets(preset: str, dataset: str, ipc: int, overrides: dict[str, Any]) -> dict[str, Any]:
     if preset == "paper":
         return {**_paper_row(dataset, ipc), "iterations": 5000, "dataset": dataset}
-    # quick: for the experts of `exdistill experts --preset quick` (ConvNet width 64; digits 15
-    # epochs, others 6). 10 student steps per iteration bound the cost of the unrolled graph.
+    # quick: for the experts of `exdistill experts --preset quick` (ConvNet width
+    # QUICK_WIDTH; digits 15 epochs, others 6). 10 student steps per iteration bound the cost
+    # of the unrolled graph.
     # Evidence on digits (validation accuracy, dsa-quick protocol at the learned step size,
     # 3 repeats, seed 0, 5 quick experts; docs/mtt.md): ipc 1, 60 iterations: 90.7 % (random
     # real init 77.9 %); ipc 10, 100 iterations: 95.1 % (94.6 %); lr_img 1000 instead of 100:
     # 90.0 % at ipc 1, 93.8 % at ipc 10.
     quick = {
         "dataset": dataset,
-        "model_options": {"width": 64},
+        "model_options": {"width": QUICK_WIDTH},
         "syn_steps": 10,
         "expert_epochs": 2,
         "max_start_epoch": 5,
