@@ -381,3 +381,20 @@ def test_every_quick_network_of_the_cpu_suite_has_one_width(dataset):
                 widths[f"{method} {ipc}"] = cfg.model_options["width"]
     widths["experts"] = resolve_expert_config("quick", dataset).model_options["width"]
     assert set(widths.values()) == {QUICK_WIDTH}, widths
+
+
+def test_each_bench_command_records_its_wall_time(tmp_path, fake_cells, monkeypatch):
+    """results.json keeps the wall time of every command that computed cells (a resumed suite
+    sums them in results.md); a command that computed nothing adds no entry."""
+    suite = Suite("t", ("digits",), (1,), ("random", "idc"), full_data=False)
+    out = tmp_path / "suite"
+    fake_cells("wall")
+    monkeypatch.setenv("FAKE_SLEEP_idc", "0.3")
+    run_suite(suite, out, only=parse_only("method=random"), echo=lambda line: None)
+    run_suite(suite, out, resume=True, echo=lambda line: None)
+    run_suite(suite, out, resume=True, echo=lambda line: None)  # nothing left to compute
+    run_suite(suite, out, resume=True, compute=False, echo=lambda line: None)  # --report
+    runs = json.loads((out / "results.json").read_text())["invocations"]
+    assert [r["cells_computed"] for r in runs] == [1, 1]
+    assert runs[1]["wall_seconds"] >= 0.3 and all(r["jobs"] == 1 for r in runs)
+    assert "for 2 computed cells, 2 commands (resumed), summed" in (out / "results.md").read_text()

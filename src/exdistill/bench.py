@@ -664,11 +664,16 @@ def run_suite(
         BENCH_DATASETS.get(key)
     _claim(out, suite, resume)
     records: dict[Cell, CellRecord] = {}
+    # Wall time of every invocation that computed cells (a resumed suite keeps the earlier ones),
+    # so the suite's total wall time is on record, not just the sum of its cells.
+    invocations = _read_invocations(out) if resume or not compute else []
+    this = {"started": _now(), "wall_seconds": 0.0, "jobs": settings.jobs, "cells_computed": 0}
+    t0 = time.perf_counter()
     for cell in plan(suite):
         run_dir = _cell_dir(out, cell)
         records[cell] = read_cell(cell, run_dir, True) if _is_done(run_dir) else _pending(cell)
     if not compute:
-        write_results(out, suite, list(records.values()), settings)
+        write_results(out, suite, list(records.values()), settings, invocations)
         return [records[c] for c in cells]
     dirs: dict[str, tuple[str | None, str | None]] = {
         ds: resolve_data_dir(ds, data_dirs or {}, data_root) for ds in suite.datasets
@@ -684,7 +689,9 @@ def run_suite(
     def finish(cell: Cell, record: CellRecord) -> None:
         records[cell] = record
         echo(describe(record))
-        write_results(out, suite, list(records.values()), settings)
+        this["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        this["cells_computed"] += 0 if record.cached else 1
+        write_results(out, suite, list(records.values()), settings, [*invocations, this])
 
     if jobs == 1:
         for cell in cells_progress(cells):
@@ -745,6 +752,29 @@ def _claim(out: Path, suite: Suite, resume: bool) -> None:
     write_json(marker, {"suite": suite.name, "created": _now(), "library_version": __version__})
 
 
+def _read_invocations(out: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((out / "results.json").read_text()).get("invocations", []))
+    except (OSError, ValueError):
+        return []
+
+
+def _wall_text(invocations: list[dict[str, Any]]) -> str:
+    """' Wall time: …' over the bench commands that computed cells, or ''."""
+    if not invocations:
+        return ""
+    total = sum(i["wall_seconds"] for i in invocations)
+    cells = sum(i["cells_computed"] for i in invocations)
+    runs = len(invocations)
+    how = "one command" if runs == 1 else f"{runs} commands (resumed), summed"
+    return f" Wall time: {_hours(total)} for {cells} computed cells, {how}."
+
+
+def _hours(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -766,11 +796,17 @@ def describe(r: CellRecord) -> str:
 
 # ----------------------------------------------------------------------------- outputs
 def write_results(
-    out: Path, suite: Suite, records: list[CellRecord], settings: Concurrency | None = None
+    out: Path,
+    suite: Suite,
+    records: list[CellRecord],
+    settings: Concurrency | None = None,
+    invocations: list[dict[str, Any]] | None = None,
 ) -> None:
     """results.json, results.md, plots and grids; ``settings``: how this run runs its cells
-    (each record also keeps how it ran)."""
+    (each record also keeps how it ran); ``invocations``: wall time of each bench command that
+    computed cells of this directory."""
     settings = settings or Concurrency()
+    invocations = [i for i in invocations or [] if i.get("cells_computed")]
     done = [r for r in records if r.status == "done"]
     write_json(
         out / "results.json",
@@ -781,15 +817,18 @@ def write_results(
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "jobs": settings.jobs,
             "threads_per_cell": settings.threads,
+            "invocations": invocations,
             "cells": [asdict(r) for r in records],
         },
     )
-    write_text(out / "results.md", render_markdown(suite, records))
+    write_text(out / "results.md", render_markdown(suite, records, invocations))
     _copy_grids(out, done)
     _plots(out, suite, done)
 
 
-def render_markdown(suite: Suite, records: list[CellRecord]) -> str:
+def render_markdown(
+    suite: Suite, records: list[CellRecord], invocations: list[dict[str, Any]] | None = None
+) -> str:
     """Per dataset: methods × ipc, test accuracy % mean ± std, best per column in bold."""
     lines = [
         f"# Benchmark suite `{suite.name}`",
@@ -798,7 +837,8 @@ def render_markdown(suite: Suite, records: list[CellRecord]) -> str:
         f"seed {suite.seed}, preset `{suite.preset}`. Test accuracy %, mean ± std. Best per "
         f"column in bold (the full-data row is the upper bound, not a contender). "
         f"Updated {_now()}, exdistill {__version__}."
-        + _ran_text(records, " Costs measured with {}."),
+        + _ran_text(records, " Costs measured with {}.")
+        + _wall_text(invocations or []),
     ]
     by_key = {(r.dataset, r.ipc, r.method): r for r in records}
     for ds in suite.datasets:
