@@ -24,26 +24,35 @@ def _commit() -> str:
     return out.strip()
 
 
-def section(out: Path) -> tuple[str, str]:
+def section(out: Path, commit: str | None = None) -> tuple[str, str]:
     """(suite name, markdown for the README) from a suite directory."""
     results = json.loads((out / "results.json").read_text())
     suite = results["suite"]
     cells = results["cells"]
     done = [c for c in cells if c["status"] == "done"]
     wall = sum(c.get("wall_seconds") or 0 for c in done)
+    jobs = f" --jobs {results['jobs']}" if results.get("jobs", 1) > 1 else ""
+    runs = results.get("invocations") or []
+    suite_wall = (
+        f" Suite wall time: {sum(r['wall_seconds'] for r in runs) / 3600:.2f} h"
+        f" ({len(runs)} command{'s' if len(runs) > 1 else ''})."
+        if runs
+        else ""
+    )
     body = (out / "results.md").read_text().split("\n## ", 1)[1]
     body = ("## " + body).split("\n## Not computed")[0]
     body = re.sub(r"^## ", "#### ", body, flags=re.M)
     intro = (
-        f"Command: `exdistill bench --suite {suite['name']} --out {out} --data-root ../shared/data`"
+        f"Command: `exdistill bench --suite {suite['name']} --out {out} --data-root ../shared/data"
+        f"{jobs}`"
         f" (`--resume` continues it); results updated {results['updated']}, library commit "
-        f"{_commit()}, {results['machine']['cpus']} CPU cores. Test accuracy %, mean ± std over "
-        f"{suite['repeats']} evaluation repeats, protocol `{suite['protocol']}`, seed "
+        f"{commit or _commit()}, {results['machine']['cpus']} CPU cores. Test accuracy %, mean "
+        f"± std over {suite['repeats']} evaluation repeats, protocol `{suite['protocol']}`, seed "
         f"{suite['seed']}, {suite['preset']} presets; best per column in bold; `—` = not computed "
         "yet. At ipc 1 EDD has one segment and is IDC image for image, so it has no cell. The "
         "cost tables give distillation s / evaluation s / peak resident GiB per cell. "
-        f"{len(done)} of the suite's {len(cells)} cells are done ({wall / 3600:.1f} h of wall "
-        "time in finished cells).\n\n"
+        f"{len(done)} of the suite's {len(cells)} cells are done ({wall / 3600:.1f} h of cell "
+        f"time: the cells' own wall times, summed).{suite_wall}\n\n"
     )
     return suite["name"], intro + body.strip() + "\n"
 
@@ -52,8 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the suite's --out directory")
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--commit", help="the commit the suite ran (default: HEAD)")
     args = parser.parse_args()
-    name, text = section(args.out)
+    name, text = section(args.out, args.commit)
     start, end = f"<!-- bench-{name}:start -->", f"<!-- bench-{name}:end -->"
     readme = args.readme.read_text()
     if start not in readme or end not in readme:

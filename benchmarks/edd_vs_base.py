@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="quick")
+    parser.add_argument("--no-lambda0", action="store_true", help="with --suite: table only")
     args = parser.parse_args()
     out = Path(args.out)
     source = SuiteSource(args) if args.suite else LocalSource(args)
@@ -131,6 +132,8 @@ class SuiteSource:
     def variants(self, ipc: int):
         yield self.args.base, self._cell(ipc, self.args.base)
         yield "edd", self._cell(ipc, "edd")
+        if self.args.no_lambda0:
+            return
         s = self.suite
         run = RunConfig(
             method="edd",
@@ -155,8 +158,8 @@ class SuiteSource:
         s = self.suite
         return (
             f"{self.dataset.label}, suite `{s.name}` cells from {self.root} (preset {s.preset}, "
-            f"protocol {s.protocol}, {s.repeats} evaluation repeats, seed {s.seed}) and EDD "
-            "with λ = 0 run alike"
+            f"protocol {s.protocol}, {s.repeats} evaluation repeats, seed {s.seed})"
+            + ("" if self.args.no_lambda0 else " and EDD with λ = 0 run alike")
         )
 
 

@@ -1,0 +1,79 @@
+"""Where a bench suite's time went: cell time per dataset × ipc, from its results.json.
+
+    python benchmarks/bench_budget.py runs/bench-cpu-w32 [--doc docs/benchmarks.md]
+
+Prints a Markdown table (cells done, distillation, evaluation and cell wall minutes per dataset
+and ipc, with the sums) and the suite's recorded wall time (``invocations``, if the bench that
+wrote it records them). With ``--doc`` the table replaces the text between
+``<!-- budget:start -->`` and ``<!-- budget:end -->`` in that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+
+def table(results: dict) -> str:
+    sums: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+    pending: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for c in results["cells"]:
+        key = (c["dataset"], c["ipc"])
+        if c["status"] != "done":
+            pending[key].append(c["method"])
+            continue
+        s = sums[key]
+        s[0] += 1
+        s[1] += (c.get("distill_seconds") or 0) / 60
+        s[2] += (c.get("eval_seconds") or 0) / 60
+        s[3] += (c.get("wall_seconds") or 0) / 60
+    order = results["suite"]["datasets"]  # the suite's order; the full-data row last
+    keys = sorted({*sums, *pending}, key=lambda k: (order.index(k[0]), k[1] == 0, k[1]))
+    rows = ["| dataset | ipc | cells done | distill min | eval min | cell wall min | not done |"]
+    rows.append("|---|---|---|---|---|---|---|")
+    total = [0, 0.0, 0.0, 0.0]
+    for key in keys:
+        s = sums[key]
+        total = [a + b for a, b in zip(total, s, strict=True)]
+        ipc = "full" if key[1] == 0 else str(key[1])
+        rows.append(
+            f"| {key[0]} | {ipc} | {s[0]} | {s[1]:.0f} | {s[2]:.0f} | {s[3]:.0f} | "
+            f"{', '.join(pending[key]) or '—'} |"
+        )
+    rows.append(f"| **all** | | {total[0]} | {total[1]:.0f} | {total[2]:.0f} | {total[3]:.0f} | |")
+    runs = results.get("invocations") or []
+    if runs:
+        wall = sum(r["wall_seconds"] for r in runs) / 60
+        rows.append(
+            f"\nSuite wall time: {wall:.0f} min over {len(runs)} command(s) "
+            f"(--jobs {', '.join(str(r['jobs']) for r in runs)})."
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite_dir")
+    parser.add_argument("--doc", help="Markdown file with budget:start/end markers to update")
+    args = parser.parse_args()
+    results = json.loads((Path(args.suite_dir) / "results.json").read_text())
+    text = table(results)
+    print(text)
+    if args.doc:
+        doc = Path(args.doc)
+        new, n = re.subn(
+            r"<!-- budget:start -->.*?<!-- budget:end -->",
+            lambda _: f"<!-- budget:start -->\n{text}\n<!-- budget:end -->",
+            doc.read_text(),
+            flags=re.S,
+        )
+        if n != 1:
+            raise SystemExit(f"{doc}: no budget:start/end markers")
+        doc.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
