@@ -16,6 +16,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from exdistill.bench import suite_wall_seconds
+
 
 def table(results: dict) -> str:
     sums: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
@@ -46,7 +48,7 @@ def table(results: dict) -> str:
     rows.append(f"| **all** | | {total[0]} | {total[1]:.0f} | {total[2]:.0f} | {total[3]:.0f} | |")
     runs = results.get("invocations") or []
     if runs:
-        wall = sum(r["wall_seconds"] for r in runs) / 60
+        wall = suite_wall_seconds(runs) / 60
         rows.append(
             f"\nSuite wall time: {wall:.0f} min over {len(runs)} command(s) "
             f"(--jobs {', '.join(str(r['jobs']) for r in runs)})."

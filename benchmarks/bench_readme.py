@@ -15,6 +15,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from exdistill.bench import suite_wall_seconds
+
 
 def _commit() -> str:
     try:
@@ -34,7 +36,7 @@ def section(out: Path, commit: str | None = None) -> tuple[str, str]:
     jobs = f" --jobs {results['jobs']}" if results.get("jobs", 1) > 1 else ""
     runs = results.get("invocations") or []
     suite_wall = (
-        f" Suite wall time: {sum(r['wall_seconds'] for r in runs) / 3600:.2f} h"
+        f" Suite wall time: {suite_wall_seconds(runs) / 3600:.2f} h"
         f" ({len(runs)} command{'s' if len(runs) > 1 else ''})."
         if runs
         else ""

@@ -12,16 +12,14 @@ import argparse
 import json
 from pathlib import Path
 
+from exdistill.tables import markdown_table, pct
+
 
 def _cells(path: str) -> dict[tuple[str, int, str], dict]:
     results = json.loads((Path(path) / "results.json").read_text())
     return {
         (c["dataset"], c["ipc"], c["method"]): c for c in results["cells"] if c["status"] == "done"
     }
-
-
-def _acc(c: dict) -> str:
-    return f"{100 * c['test_acc_mean']:.2f} ± {100 * c['test_acc_std']:.2f}"
 
 
 def _minutes(c: dict) -> float:
@@ -36,16 +34,24 @@ def main() -> None:
     args = parser.parse_args()
     la, lb = args.labels.split(",")
     a, b = _cells(args.a), _cells(args.b)
-    print(f"| dataset | ipc | method | {la} acc | {lb} acc | Δ points | {la} min | {lb} min |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for key in [k for k in b if k in a]:
         ca, cb = a[key], b[key]
         delta = 100 * (cb["test_acc_mean"] - ca["test_acc_mean"])
-        ipc = "full" if key[1] == 0 else key[1]
-        print(
-            f"| {key[0]} | {ipc} | {key[2]} | {_acc(ca)} | {_acc(cb)} | {delta:+.2f} | "
-            f"{_minutes(ca):.1f} | {_minutes(cb):.1f} |"
+        rows.append(
+            [
+                key[0],
+                "full" if key[1] == 0 else key[1],
+                key[2],
+                pct(ca["test_acc_mean"], ca["test_acc_std"]),
+                pct(cb["test_acc_mean"], cb["test_acc_std"]),
+                f"{delta:+.2f}",
+                f"{_minutes(ca):.1f}",
+                f"{_minutes(cb):.1f}",
+            ]
         )
+    header = ["dataset", "ipc", "method", f"{la} acc", f"{lb} acc", "Δ points"]
+    print(markdown_table([*header, f"{la} min", f"{lb} min"], rows))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 
 from exdistill.io import write_json, write_text
 from exdistill.pipeline import RunConfig, distill
+from exdistill.tables import pct
 
 HEADER = (
     "| ipc | method | test acc (%) | random subset (%) | update similarity | "
@@ -164,7 +165,7 @@ class SuiteSource:
 
 
 def _acc(m: dict) -> str:
-    return f"{100 * m['test_acc_mean']:.2f} ± {100 * m['test_acc_std']:.2f}"
+    return pct(m["test_acc_mean"], m["test_acc_std"])
 
 
 if __name__ == "__main__":

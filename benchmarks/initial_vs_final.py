@@ -20,8 +20,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from exdistill.config import load_yaml
 from exdistill.pipeline import evaluate_dir
 from exdistill.synthetic import SyntheticSet
+from exdistill.tables import pct
 
 
 def main() -> None:
@@ -69,14 +71,11 @@ def main() -> None:
 
 
 def _run_data_dir(run_dir: Path) -> str | None:
-    import yaml
-
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return (config.get("run") or {}).get("data_dir")
+    return (load_yaml(run_dir / "config.yaml").get("run") or {}).get("data_dir")
 
 
 def _pct(row: dict, which: str) -> str:
-    return f"{100 * row[f'{which}_test_acc_mean']:.2f} ± {100 * row[f'{which}_test_acc_std']:.2f}"
+    return pct(row[f"{which}_test_acc_mean"], row[f"{which}_test_acc_std"])
 
 
 if __name__ == "__main__":

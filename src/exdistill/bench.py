@@ -759,11 +759,16 @@ def _read_invocations(out: Path) -> list[dict[str, Any]]:
         return []
 
 
+def suite_wall_seconds(invocations: list[dict[str, Any]]) -> float:
+    """The suite's wall time: the bench commands that computed its cells, summed."""
+    return sum(i["wall_seconds"] for i in invocations)
+
+
 def _wall_text(invocations: list[dict[str, Any]]) -> str:
     """' Wall time: …' over the bench commands that computed cells, or ''."""
     if not invocations:
         return ""
-    total = sum(i["wall_seconds"] for i in invocations)
+    total = suite_wall_seconds(invocations)
     cells = sum(i["cells_computed"] for i in invocations)
     runs = len(invocations)
     how = "one command" if runs == 1 else f"{runs} commands (resumed), summed"
