@@ -24,9 +24,10 @@ MODELS: Registry = Registry("model")
 # Width of every network in the ``quick`` presets and the ``*-quick`` protocols: distillation,
 # expert, feature, filter and evaluation networks, on every dataset. One number for every
 # method so that suite rows compare at equal cost. 32, not the literature's 128: a ConvNet-3
-# training step at 28/32 px takes 57 / 56 ms at width 32 vs 145 / 119 ms at width 64 (batch 64,
-# one thread, 2026-11-29), and the ``cpu`` suite must fit in 4 hours on 2 cores
-# (docs/benchmarks.md, "Budget").
+# training step at 28/32 px is 2-3x cheaper than at width 64 (`python
+# benchmarks/width_step_time.py`, batch 64, one thread, 2026-11-29: 54-57 vs 145-170 ms at
+# 28 px, 56-74 vs 119-149 ms at 32 px over two runs), and the ``cpu`` suite must fit in 4 hours
+# on 2 cores (docs/benchmarks.md, "Budget").
 QUICK_WIDTH = 32
 
 
