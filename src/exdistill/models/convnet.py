@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from exdistill.models import MODELS
+from exdistill.models.kernels import FusingSequential
 from exdistill.models.layers import (
     FeatureClassifier,
     Size,
@@ -95,7 +96,7 @@ class ConvNet(FeatureClassifier):
                 size = halve(size)
             in_channels = width
         layers.append(nn.Flatten())  # (B, width, h, w) → (B, width·h·w)
-        super().__init__(nn.Sequential(*layers), width * size[0] * size[1], num_classes)
+        super().__init__(FusingSequential(*layers), width * size[0] * size[1], num_classes)
 
 
 @MODELS.register("convnet")
