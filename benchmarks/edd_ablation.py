@@ -1,4 +1,4 @@
-"""EDD ablation on the VALIDATION split: λ, drop, drop order and segment size, one at a time.
+"""EDD ablation on the VALIDATION split: λ, drop, drop order, segment size, image lr, one at a time.
 
     python benchmarks/edd_ablation.py --out runs/ablation-digits --dataset digits --ipc 10
 
@@ -44,6 +44,7 @@ def variants(ipc: int) -> list[tuple[str, dict[str, Any]]]:
         (f"segments of {small}", {"segment_ipc": small}),
         (f"segments {half[0]},{half[1]}", {"segments": list(half)}),
         (f"one segment ({ipc}) = base", {"segments": [ipc]}),
+        ("image lr by total ipc", {"lr_ipc": "total"}),
     ]
 
 

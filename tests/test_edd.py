@@ -144,6 +144,22 @@ def test_earlier_segments_stay_frozen(digits, monkeypatch):
     assert torch.equal(syn.images[syn.segments == 0], first)
 
 
+@pytest.mark.parametrize("lr_ipc, expected", [("segment", [3, 1]), ("total", [4, 4])])
+def test_image_learning_rate_follows_the_segment_ipc_unless_told_total(
+    digits, monkeypatch, lr_ipc, expected
+):
+    seen = []
+    original = GradientMatching.distill_segment
+
+    def spy(self, images, labels, pools, iterations, ipc, *args, **kwargs):
+        seen.append(ipc)
+        return original(self, images, labels, pools, iterations, ipc, *args, **kwargs)
+
+    monkeypatch.setattr(GradientMatching, "distill_segment", spy)
+    _edd(digits, 4, segments=(3, 1), lr_ipc=lr_ipc, segment_evals=False)
+    assert seen == expected
+
+
 def _matcher(digits, ipc=1):
     ctx = DistillContext(digits, ipc, 0)
     cfg = resolve_config("idc", "quick", "digits", ipc, BASE)

@@ -63,6 +63,9 @@ class EDDConfig:
     min_per_class: int = 0  # 0: the base's real batch per class
     reg_weight: float = 0.5  # λ, weight of the forgetting regulariser
     init_from: Literal["shared", "filtered"] = "shared"
+    # The image learning rate follows the segment's ipc (DESIGN.md); "total" scales it by the
+    # whole set's ipc instead, as the base would at that ipc (an ablation, docs/edd.md).
+    lr_ipc: Literal["segment", "total"] = "segment"
     filter: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, max_steps=600))
     filter_model: str = "convnet"
     filter_model_options: dict[str, Any] = field(default_factory=dict)
@@ -264,7 +267,7 @@ def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
             seg.labels,
             state.pools,
             budgets[k],
-            n_k,
+            n_k if cfg.lr_ipc == "segment" else ctx.ipc,
             generator(ctx.seed, "distill") if k == 0 else generator(ctx.seed, "distill", k),
             frozen=frozen,
             reg_weight=cfg.reg_weight if k > 0 else 0.0,
