@@ -153,6 +153,8 @@ def test_layers_take_the_fused_path_only_on_large_cpu_float32(eager, monkeypatch
     assert type(pool(x).grad_fn).__name__ == "AvgPool2DBackward0"
     monkeypatch.delenv(ENV_SWITCH)
     assert kernels.fused_enabled(x)
+    assert type(norm(x).grad_fn).__name__ == "_InstanceNormBackward"
+    assert type(pool(x).grad_fn).__name__ == "_PoolBackward"
     assert not kernels.fused_enabled(x[:1])  # small
     assert not kernels.fused_enabled(x.double())  # float64
     assert type(norm(x[:1]).grad_fn).__name__ == "NativeGroupNormBackward0"

@@ -143,7 +143,7 @@ def _norm_second_derivative(
 NORM_SECOND = Kernel(_norm_second_derivative)
 
 
-class _InstanceNormBackward(Function):
+class _InstanceNormGrad(Function):
     """(gy, x, γ) → (gx, gγ, gβ) by the native kernel; its own backward is ``NORM_SECOND``."""
 
     @staticmethod
@@ -177,7 +177,7 @@ class _InstanceNorm(Function):
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
         x, weight, mean, rstd = ctx.saved_tensors
-        gx, gw, gb = _InstanceNormBackward.apply(gy.contiguous(), x, weight, mean, rstd)
+        gx, gw, gb = _InstanceNormGrad.apply(gy.contiguous(), x, weight, mean, rstd)
         return gx, gw, gb, None
 
 
