@@ -33,6 +33,8 @@ def main() -> None:
             net = build_model(
                 "convnet", channels, 10, (size, size), generator=generator(0, "init"), width=width
             )
+            # Warm-up (the first run also compiles models.kernels' fused layers: seconds).
+            train_classifier(net, x, y, replace(cfg, max_steps=3), generator(0, "warm"))
             start = time.perf_counter()
             train_classifier(net, x, y, cfg, generator(0, "train"))
             ms = 1000 * (time.perf_counter() - start) / args.steps

@@ -4,6 +4,7 @@ should; a failed compile falls back to eager."""
 
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import pytest
@@ -14,7 +15,6 @@ from torch import nn
 from exdistill.models import build_model, kernels
 from exdistill.models.kernels import (
     COMPILE_MIN_NUMEL,
-    ENV_SWITCH,
     AvgPool2x2,
     FusingSequential,
     InstanceNorm,
@@ -22,7 +22,11 @@ from exdistill.models.kernels import (
     avg_pool2x2,
     instance_norm,
     relu_avg_pool2x2,
+    set_fused,
 )
+from exdistill.models.layers import ACTIVATIONS, POOLS, make_activation, make_pool
+
+HAS_COMPILER = any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
 
 
 def tensors(*shapes: tuple[int, ...], dtype=torch.float64, seed: int = 0) -> list[torch.Tensor]:
@@ -32,8 +36,17 @@ def tensors(*shapes: tuple[int, ...], dtype=torch.float64, seed: int = 0) -> lis
 
 @pytest.fixture
 def eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The eager formulas (no compile): fast, and what a machine without a compiler runs."""
-    monkeypatch.setenv(ENV_SWITCH, "eager")
+    """The kernels' formulas run eagerly (no compile): fast, and what a machine without a C++
+    compiler runs."""
+    monkeypatch.setattr(Kernel, "__call__", lambda self, *args: self.fn(*args))
+
+
+@pytest.fixture
+def forced(monkeypatch: pytest.MonkeyPatch, eager) -> None:
+    """The fused path on any CPU tensor with gradients (small, float64), eager formulas."""
+    monkeypatch.setattr(
+        kernels, "fused_enabled", lambda x: torch.is_grad_enabled() and x.device.type == "cpu"
+    )
 
 
 def fused_norm(x, w, b):
@@ -44,29 +57,49 @@ def plain_norm(x, w, b):
     return F.group_norm(x, x.shape[1], w, b, 1e-5)
 
 
-def second_order(fn, x, w, b, seed: int = 1) -> list[torch.Tensor]:
+# Which first derivatives the nonlinear function of the second order uses: all three, or one
+# (matching uses gx only; MTT's unrolled steps use the weights' as well).
+PHI = {
+    "all": lambda gx, gw, gb, up: (gx.sin() * up).sum() + (gw**2).sum() + (gb**3).sum(),
+    "x": lambda gx, gw, gb, up: (gx.sin() * up).sum(),
+    "w": lambda gx, gw, gb, up: (gw**3).sum(),
+    "b": lambda gx, gw, gb, up: (gb**2 * gw).sum(),
+}
+
+
+def second_order(fn, x, w, b, phi: str = "all", seed: int = 1) -> list[torch.Tensor]:
     """Value, first derivatives and the derivatives of a nonlinear function of them."""
     y = fn(x, w, b)
     up_y, up_x = (t.detach() for t in tensors(y.shape, x.shape, dtype=x.dtype, seed=seed))
     gx, gw, gb = torch.autograd.grad((y * up_y).sum(), (x, w, b), create_graph=True)
-    phi = (gx.sin() * up_x).sum() + (gw**2).sum() + (gb**3).sum()
-    second = torch.autograd.grad(phi, (x, w, b), allow_unused=True)
+    second = torch.autograd.grad(PHI[phi](gx, gw, gb, up_x), (x, w, b), allow_unused=True)
     return [y, gx, gw, gb, *[s if s is not None else torch.zeros_like(b) for s in second]]
 
 
-# ------------------------------------------------------------------------ math (eager, float64)
+# ------------------------------------------------------------------- math (eager, float64)
 def test_instance_norm_second_derivative_formulas_pass_gradgradcheck(eager) -> None:
     x, w, b = tensors((3, 4, 5, 5), (4,), (4,))
     assert torch.autograd.gradcheck(fused_norm, (x, w, b))
     assert torch.autograd.gradgradcheck(fused_norm, (x, w, b))
 
 
-def test_instance_norm_equals_group_norm_to_second_order(eager) -> None:
+@pytest.mark.parametrize("phi", sorted(PHI))
+def test_instance_norm_equals_group_norm_to_second_order(eager, phi) -> None:
     x, w, b = tensors((2, 3, 4, 6), (3,), (3,))
     for ours, theirs in zip(
-        second_order(fused_norm, x, w, b), second_order(plain_norm, x, w, b), strict=True
+        second_order(fused_norm, x, w, b, phi),
+        second_order(plain_norm, x, w, b, phi),
+        strict=True,
     ):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+
+
+def test_instance_norm_refuses_a_third_derivative(eager) -> None:
+    x, w, b = tensors((2, 3, 4, 4), (3,), (3,))
+    (gx,) = torch.autograd.grad(fused_norm(x, w, b).pow(3).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="third derivative"):  # a graph of the 2nd derivative
+        torch.autograd.grad(gx.pow(2).sum(), x, create_graph=True)
+    torch.autograd.grad(gx.pow(2).sum(), x)  # the second derivative itself is fine
 
 
 def test_pooling_and_relu_pooling_pass_gradgradcheck(eager) -> None:
@@ -85,13 +118,25 @@ def test_relu_pooling_equals_relu_then_avg_pool2d_to_second_order(eager) -> None
     for fn in (relu_avg_pool2x2, lambda t: F.avg_pool2d(F.relu(t), 2)):
         z = x0.clone().requires_grad_(True)
         y = fn(z)
-        (g,) = torch.autograd.grad(
-            (y * y.detach().cos()).sum() + y.pow(3).sum(), z, create_graph=True
-        )
+        loss = (y * y.detach().cos()).sum() + y.pow(3).sum()
+        (g,) = torch.autograd.grad(loss, z, create_graph=True)
         (gg,) = torch.autograd.grad((g * g).sum(), z)
         results.append((y, g, gg))
     for ours, theirs in zip(*results, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_relu_pooling_treats_infinities_and_nan_as_pytorch_does(eager) -> None:
+    z0 = torch.tensor([[[[-float("inf"), 1.0], [float("nan"), -2.0]]]])
+    up = torch.tensor([[[[float("inf")]]]])
+    out = []
+    for fn in (relu_avg_pool2x2, lambda t: F.avg_pool2d(F.relu(t), 2)):
+        z = z0.clone().requires_grad_(True)
+        y = fn(z)
+        (g,) = torch.autograd.grad(y, z, up)
+        out.append((y, g))
+    for ours, theirs in zip(*out, strict=True):
+        torch.testing.assert_close(ours, theirs, equal_nan=True)
 
 
 def test_pooling_rejects_odd_maps() -> None:
@@ -99,10 +144,12 @@ def test_pooling_rejects_odd_maps() -> None:
         avg_pool2x2(torch.zeros(1, 1, 3, 4))
 
 
-# ----------------------------------------------------------------------------- compiled (float32)
-def test_compiled_kernels_equal_pytorch_to_second_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real fast path: TorchInductor-compiled kernels on float32, against PyTorch's layers."""
-    monkeypatch.delenv(ENV_SWITCH, raising=False)
+# ----------------------------------------------------------------------- compiled (float32)
+@pytest.mark.skipif(not HAS_COMPILER, reason="TorchInductor needs a C++ compiler")
+@pytest.mark.parametrize("phi", ["x", "all"])
+def test_compiled_kernels_equal_pytorch_to_second_order(phi) -> None:
+    """The real fast path: TorchInductor-compiled kernels (fullgraph) on float32, against
+    PyTorch's layers; a compile failure would warn, and warnings are errors here."""
     for kernel in (kernels.NORM_SECOND, kernels.POOL, kernels.SPREAD):
         assert kernel.usable, "a kernel's compile failed earlier in this process"
     x, w, b = tensors((3, 4, 6, 8), (4,), (4,), dtype=torch.float32)
@@ -114,18 +161,16 @@ def test_compiled_kernels_equal_pytorch_to_second_order(monkeypatch: pytest.Monk
         return F.avg_pool2d(F.relu(F.group_norm(x, 4, w, b, 1e-5)), 2)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # a failed compile warns and goes eager
-        got = second_order(ours, x, w, b)
-    want = second_order(theirs, x, w, b)
+        warnings.simplefilter("error", RuntimeWarning)
+        got = second_order(ours, x, w, b, phi)
+    want = second_order(theirs, x, w, b, phi)
     for g, t in zip(got, want, strict=True):
         torch.testing.assert_close(g, t, rtol=1e-4, atol=1e-5)
     for kernel in (kernels.NORM_SECOND, kernels.POOL, kernels.SPREAD):
-        assert kernel.usable and kernel._compiled is not None
+        assert kernel.usable
 
 
-def test_a_failed_compile_warns_once_and_falls_back_to_eager(monkeypatch) -> None:
-    monkeypatch.delenv(ENV_SWITCH, raising=False)
-
+def test_a_failed_compile_warns_and_falls_back_to_eager(monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
 
@@ -134,10 +179,33 @@ def test_a_failed_compile_warns_once_and_falls_back_to_eager(monkeypatch) -> Non
     with pytest.warns(RuntimeWarning, match="no compiler here"):
         out = kernel(torch.ones(3))
     assert torch.equal(out, torch.full((3,), 2.0)) and not kernel.usable
-    assert torch.equal(kernel(torch.ones(2)), torch.full((2,), 2.0))  # no second warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(kernel(torch.ones(2)), torch.full((2,), 2.0))  # no second warning
 
 
-# ----------------------------------------------------------------------------- layers
+def test_an_error_of_the_function_itself_propagates_and_keeps_the_kernel(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    kernel = Kernel(lambda a, b: a @ b)
+    with pytest.raises(RuntimeError):
+        kernel(torch.ones(2, 3), torch.ones(2, 3))
+    assert kernel.usable
+
+
+def test_a_layer_goes_back_to_pytorch_after_a_failed_compile(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: (_ for _ in ()).throw(OSError("cc")))
+    monkeypatch.setattr(kernels, "POOL", Kernel(kernels._masked_pool))
+    monkeypatch.setattr(kernels, "SPREAD", Kernel(kernels._masked_spread))
+    monkeypatch.setattr(kernels, "fused_enabled", lambda x: torch.is_grad_enabled())
+    pool = AvgPool2x2()
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="cc"):
+        first = pool(x)
+    torch.testing.assert_close(first, F.avg_pool2d(x, 2))
+    assert type(pool(x).grad_fn).__name__ == "AvgPool2DBackward0"
+
+
+# ------------------------------------------------------------------------------- layers
 def big(channels: int = 8) -> torch.Tensor:
     """A CPU float32 activation just large enough for the fused path."""
     side = 16
@@ -145,45 +213,67 @@ def big(channels: int = 8) -> torch.Tensor:
     return torch.randn(n, channels, side, side, generator=torch.Generator().manual_seed(0))
 
 
-def test_layers_take_the_fused_path_only_on_large_cpu_float32(eager, monkeypatch) -> None:
-    # With the env switch off, the layers must not use the Function at all.
-    norm, pool = InstanceNorm(8), AvgPool2x2()
+def test_fused_path_only_with_gradients_on_large_contiguous_cpu_float32() -> None:
     x = big().requires_grad_(True)
-    assert type(norm(x).grad_fn).__name__ == "NativeGroupNormBackward0"
-    assert type(pool(x).grad_fn).__name__ == "AvgPool2DBackward0"
-    monkeypatch.delenv(ENV_SWITCH)
     assert kernels.fused_enabled(x)
-    assert type(norm(x).grad_fn).__name__ == "_InstanceNormBackward"
-    assert type(pool(x).grad_fn).__name__ == "_PoolBackward"
     assert not kernels.fused_enabled(x[:1])  # small
     assert not kernels.fused_enabled(x.double())  # float64
+    assert not kernels.fused_enabled(x.contiguous(memory_format=torch.channels_last))
+    with torch.no_grad():
+        assert not kernels.fused_enabled(x)
+    norm, pool = InstanceNorm(8), AvgPool2x2()
+    assert type(norm(x).grad_fn).__name__ == "_InstanceNormBackward"  # (forward: no compile)
     assert type(norm(x[:1]).grad_fn).__name__ == "NativeGroupNormBackward0"
     assert type(pool(x[:1]).grad_fn).__name__ == "AvgPool2DBackward0"
-    monkeypatch.setenv(ENV_SWITCH, "eager")
-    assert not kernels.fused_enabled(x)
+    set_fused(norm, False)
+    assert type(norm(x).grad_fn).__name__ == "NativeGroupNormBackward0"
 
 
-def test_layers_keep_pytorch_state_dicts_and_outputs(eager) -> None:
-    norm = InstanceNorm(8)
-    assert isinstance(norm, nn.GroupNorm) and norm.num_groups == 8
-    assert set(norm.state_dict()) == set(nn.GroupNorm(8, 8).state_dict())
-    net = build_model(
-        "convnet", 3, 10, (32, 32), width=8, generator=torch.Generator().manual_seed(0)
-    )
-    assert isinstance(net.features, FusingSequential)
-    plain = nn.Sequential(*net.features)
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(net.features(x), plain(x))
-    assert net.features.state_dict().keys() == plain.state_dict().keys()
+def test_build_model_can_turn_the_fused_layers_off() -> None:
+    net = build_model("convnet", 3, 10, (32, 32), width=8, fused=False)
+    flags = [m.fused for m in net.modules() if hasattr(m, "fused")]
+    assert flags and not any(flags)
+    default = build_model("convnet", 3, 10, (32, 32), width=8)
+    assert all(m.fused for m in default.modules() if hasattr(m, "fused"))
 
 
-def test_convnet_with_fused_layers_matches_plain_layers_to_second_order(monkeypatch) -> None:
-    """The whole network on the fused path (eager formulas, forced for small inputs) against the
-    same weights in PyTorch's layers: logits, parameter gradients and image gradients of a
-    gradient-matching loss."""
-    monkeypatch.setenv(ENV_SWITCH, "eager")
-    monkeypatch.setattr(kernels, "COMPILE_MIN_NUMEL", 0)
-    monkeypatch.setattr(kernels, "fused_enabled", lambda x: x.device.type == "cpu")
+def _plain(module: nn.Module) -> nn.Module:
+    if isinstance(module, InstanceNorm):
+        swap = nn.GroupNorm(module.num_groups, module.num_channels, module.eps)
+        swap.to(module.weight.dtype).load_state_dict(module.state_dict())
+        return swap
+    if isinstance(module, AvgPool2x2):
+        return nn.AvgPool2d(2, 2)
+    return module
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS.names())
+@pytest.mark.parametrize("pool", POOLS.names())
+@pytest.mark.parametrize("side", [8, 7])
+def test_fusing_sequential_equals_plain_sequential(forced, act, pool, side) -> None:
+    """Every activation × pooling, even and odd maps, on the fused path: values and first and
+    second derivatives equal the same modules in an ``nn.Sequential`` of PyTorch layers."""
+    conv = nn.Conv2d(2, 4, 3, padding=1).double()
+    layers = [conv, InstanceNorm(4).double(), make_activation(act), make_pool(pool)]
+    fused = FusingSequential(*layers)
+    plain = nn.Sequential(*[_plain(m) for m in layers])
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    out = []
+    for net in (fused, plain):
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(2, 2, side, side, generator=gen, dtype=torch.float64).requires_grad_(True)
+        y = net(x)
+        loss = (y * y.detach().sin()).sum() + y.pow(2).sum()
+        (g,) = torch.autograd.grad(loss, conv.weight, create_graph=True)
+        (gx,) = torch.autograd.grad(g.abs().sum(), x)
+        out.append((y, g, gx))
+    for ours, theirs in zip(*out, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_convnet_with_fused_layers_matches_plain_layers_to_second_order(forced, monkeypatch):
+    """The whole network on the fused path against the same weights in PyTorch's layers: image
+    gradients of a gradient-matching loss, and the fused functions were really used."""
     calls = {"norm": 0, "relu_pool": 0}
 
     def counting(name, fn):
@@ -197,19 +287,15 @@ def test_convnet_with_fused_layers_matches_plain_layers_to_second_order(monkeypa
     monkeypatch.setattr(
         kernels, "relu_avg_pool2x2", counting("relu_pool", kernels.relu_avg_pool2x2)
     )
-    net = build_model(
-        "convnet", 3, 4, (16, 16), width=8, generator=torch.Generator().manual_seed(0)
-    ).double()
+    gen = torch.Generator().manual_seed(0)
+    net = build_model("convnet", 3, 4, (16, 16), width=8, generator=gen).double()
     plain = nn.Sequential(*[_plain(m) for m in net.features])
-    classifier = net.classifier
 
     def match_grad(features: nn.Module) -> torch.Tensor:
-        syn = torch.randn(
-            3, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64
-        )
-        syn.requires_grad_(True)
+        gen = torch.Generator().manual_seed(1)
+        syn = torch.randn(3, 3, 16, 16, generator=gen, dtype=torch.float64).requires_grad_(True)
         params = [p for p in features.parameters() if p.ndim == 4]
-        loss = F.cross_entropy(classifier(features(syn)), torch.tensor([0, 1, 2]))
+        loss = F.cross_entropy(net.classifier(features(syn)), torch.tensor([0, 1, 2]))
         grads = torch.autograd.grad(loss, params, create_graph=True)
         (g,) = torch.autograd.grad(sum(gr.abs().sum() for gr in grads), syn)
         return g
@@ -217,13 +303,3 @@ def test_convnet_with_fused_layers_matches_plain_layers_to_second_order(monkeypa
     fused = match_grad(net.features)
     assert calls == {"norm": 2, "relu_pool": 2}  # ConvNet-2 on 16×16: two blocks, both fused
     torch.testing.assert_close(fused, match_grad(plain), rtol=1e-9, atol=1e-12)
-
-
-def _plain(module: nn.Module) -> nn.Module:
-    if isinstance(module, InstanceNorm):
-        swap = nn.GroupNorm(module.num_groups, module.num_channels, module.eps).double()
-        swap.load_state_dict(module.state_dict())
-        return swap
-    if isinstance(module, AvgPool2x2):
-        return nn.AvgPool2d(2, 2)
-    return module

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from exdistill.errors import ConfigError
+from exdistill.models.kernels import set_fused
 from exdistill.registry import Registry
 
 MODELS: Registry = Registry("model")
@@ -37,9 +38,13 @@ def build_model(
     num_classes: int,
     image_size: tuple[int, int],
     generator: torch.Generator | None = None,
+    fused: bool = True,
     **options,
 ) -> nn.Module:
     """Build a registered model; with ``generator`` its initial weights are reproducible.
+
+    ``fused=False`` keeps every layer on PyTorch's own implementation (``models.kernels``: the
+    fused instance norm and pooling only ever act on large CPU tensors).
 
     Raises:
         ConfigError: unknown model name, unknown option, or an impossible option value.
@@ -50,9 +55,9 @@ def build_model(
     try:
         signature.bind(channels, num_classes, image_size, **options)
     except TypeError as err:  # e.g. "got an unexpected keyword argument 'widht'"
-        choices = list(signature.parameters)[3:]
+        choices = [*list(signature.parameters)[3:], "fused"]
         raise ConfigError(f"model '{name}': {err}; options are: {', '.join(choices)}") from None
-    model = builder(channels, num_classes, image_size, **options)
+    model = set_fused(builder(channels, num_classes, image_size, **options), fused)
     if generator is not None:
         init_parameters(model, generator)
     return model

@@ -15,11 +15,13 @@ explicit second derivative (formulas below); the pooling gets a compiled forward
 (each the other's adjoint, so it is differentiable to any order). Results equal PyTorch's to
 float32 rounding (tests/test_kernels.py checks values and first and second derivatives).
 
-When the fused path is used: on CPU float32 tensors of at least ``COMPILE_MIN_NUMEL`` elements
-(compiling costs seconds once per process; tiny layers do not repay it), and unless the
-environment sets ``EXDISTILL_KERNELS=eager``. If compilation fails (no C++ compiler), the kernel
-warns once and falls back to the same math in eager PyTorch; the layers then use PyTorch's own
-implementation again. Elsewhere (CUDA, small tensors) the layers are exactly PyTorch's.
+When the fused path is used: where gradients are recorded, on contiguous CPU float32 tensors of
+at least ``COMPILE_MIN_NUMEL`` elements (compiling costs seconds once per process; small layers
+do not repay it), in layers whose ``fused`` attribute is on (``build_model(..., fused=False)``
+turns it off for a whole network). If compilation fails (no C++ compiler), the kernel warns and
+falls back to the same math in eager PyTorch, and the layers use PyTorch's own implementation
+from then on. Elsewhere (CUDA, small tensors, ``torch.no_grad``) the layers are exactly PyTorch's.
+Only second derivatives are supported: a third one through the instance norm raises.
 
 Instance norm's second derivative. Per (sample, channel) group of M values with mean μ,
 ``r = 1/sqrt(var + eps)``, ``x̂ = (x − μ)·r``, ``y = γ·x̂ + β``, the first backward is
@@ -35,7 +37,6 @@ and b (of gβ), and ``g = γ·gy``:
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -44,20 +45,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 # Smallest activation (elements) worth the fused path. Compiling costs ~10 s per process with a
-# warm TorchInductor cache (20-40 s cold) and pays off only on large maps: a width-128 ConvNet-3
-# block on 40 CIFAR images is 5.2 M elements; digits (8×8) runs stay below and compile nothing.
+# warm TorchInductor cache (20-40 s cold, 2 cores) and pays off only on large maps: a width-128
+# ConvNet-3 block on 40 CIFAR images is 5.2 M elements. The main command (digits, width 32,
+# batches ≤ 256: ≤ 0.5 M) stays below and compiles nothing.
 COMPILE_MIN_NUMEL = 1 << 20
-ENV_SWITCH = "EXDISTILL_KERNELS"  # "eager" turns the fused path off
 
 
 class Kernel:
-    """A pure tensor function, compiled by TorchInductor on first use, eager if that fails.
+    """A pure tensor function, compiled whole by TorchInductor on first use, eager if that fails.
 
-    The compiled callable is a per-process cache (like TorchInductor's own); ``usable`` turns
-    False after a failed compile, and the eager function serves every later call.
+    The compiled callable is a per-process cache (like TorchInductor's own). A call that raises
+    in compiled form is retried eagerly: if the eager call succeeds, compiling is what failed,
+    the kernel warns once and stays eager (``usable`` False); if it raises too, the error is the
+    caller's and propagates, the kernel unchanged.
+
+    Example:
+        >>> double = Kernel(lambda t: 2 * t)
+        >>> double(torch.ones(2)).tolist()  # doctest: +SKIP (compiles: seconds)
+        [2.0, 2.0]
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
@@ -66,30 +73,43 @@ class Kernel:
         self._compiled: Callable[..., Any] | None = None
 
     def __call__(self, *args: Any) -> Any:
-        if self.usable and os.environ.get(ENV_SWITCH, "") != "eager":
-            try:
-                if self._compiled is None:
-                    self._compiled = torch.compile(self.fn, dynamic=True)
-                return self._compiled(*args)
-            except Exception as exc:  # no compiler, unsupported platform, ...
-                self.usable = False
-                warnings.warn(
-                    f"exdistill: compiling {self.fn.__name__} failed ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}); using eager PyTorch",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        return self.fn(*args)
+        if not self.usable:
+            return self.fn(*args)
+        try:
+            if self._compiled is None:
+                self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+            return self._compiled(*args)
+        except Exception as exc:  # no compiler, unsupported platform, ... (or a bad input)
+            out = self.fn(*args)  # a bad input raises here too, and reaches the caller
+            self.usable = False
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            warnings.warn(
+                f"exdistill: compiling {self.fn.__name__} failed ({type(exc).__name__}: {first}); "
+                "using eager PyTorch",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return out
 
 
 def fused_enabled(x: torch.Tensor) -> bool:
-    """Whether ``x`` takes the fused path (see the module docstring)."""
+    """Whether ``x`` may take the fused path (see the module docstring); layers also check
+    their own ``fused`` flag and that the kernels compiled."""
     return (
-        x.device.type == "cpu"
+        torch.is_grad_enabled()
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.numel() >= COMPILE_MIN_NUMEL
-        and os.environ.get(ENV_SWITCH, "") != "eager"
+        and x.is_contiguous()
     )
+
+
+def set_fused(model: nn.Module, fused: bool) -> nn.Module:
+    """Turn the fused path of every fused-capable layer of ``model`` on or off."""
+    for module in model.modules():
+        if isinstance(module, (InstanceNorm, AvgPool2x2, FusingSequential)):
+            module.fused = fused
+    return model
 
 
 # ----------------------------------------------------------------------------- instance norm
@@ -119,15 +139,15 @@ def _norm_second_derivative(
     d_x = torch.zeros_like(x3)
     d_w = torch.zeros_like(weight)
     if a_x is not None:
-        a = a_x.reshape(n, c, -1)
-        pa = _project(a, xh, inv_m)
+        up = a_x.reshape(n, c, -1)  # A of the docstring
+        pa = _project(up, xh, inv_m)
         rpa = pa * r
         d_gy = d_gy + rpa * gamma
         d_w = d_w + (gy3 * rpa).sum((0, 2))
         g = gy3 * gamma
-        s_ax = (a * xh).sum(-1, keepdim=True)
+        s_ax = (up * xh).sum(-1, keepdim=True)
         s_gx = (g * xh).sum(-1, keepdim=True)
-        s_ag = (a * g).sum(-1, keepdim=True) - g.mean(-1, keepdim=True) * a.sum(-1, keepdim=True)
+        s_ag = (up * g).sum(-1, keepdim=True) - g.mean(-1, keepdim=True) * up.sum(-1, keepdim=True)
         d_x = d_x - (r * r * inv_m) * (
             xh * (s_ag - s_gx * s_ax * inv_m) + s_ax * _project(g, xh, inv_m) + s_gx * pa
         )
@@ -157,8 +177,12 @@ class _InstanceNormGrad(Function):
         return grads
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, a_x, a_w, a_b):  # type: ignore[override]
+        if torch.is_grad_enabled():  # create_graph=True here would ask for a third derivative
+            raise RuntimeError(
+                "exdistill's fused instance norm has no third derivative: differentiate its "
+                "second derivative without create_graph, or build the model with fused=False"
+            )
         gy, x, weight, mean, rstd = ctx.saved_tensors
         if a_x is None and a_w is None and a_b is None:
             return None, None, None, None, None
@@ -167,6 +191,8 @@ class _InstanceNormGrad(Function):
 
 
 class _InstanceNorm(Function):
+    """x ↦ GroupNorm(C, C)(x) by the native kernel; its backward is ``_InstanceNormGrad``."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, eps):  # type: ignore[override]
         n, c = x.shape[:2]
@@ -194,13 +220,14 @@ def instance_norm(
 
 class InstanceNorm(nn.GroupNorm):
     """``GroupNorm(C, C)`` (instance norm with a per-channel affine) taking the fused path where
-    ``fused_enabled``; the same parameters and state dict as ``nn.GroupNorm``."""
+    ``fused`` and ``fused_enabled``; the same parameters and state dict as ``nn.GroupNorm``."""
 
-    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+    def __init__(self, channels: int, eps: float = 1e-5, fused: bool = True) -> None:
         super().__init__(channels, channels, eps=eps, affine=True)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4 and NORM_SECOND.usable and fused_enabled(x):
+        if self.fused and x.ndim == 4 and NORM_SECOND.usable and fused_enabled(x):
             return instance_norm(x, self.weight, self.bias, self.eps)
         return super().forward(x)
 
@@ -209,7 +236,7 @@ class InstanceNorm(nn.GroupNorm):
 def _masked_pool(x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """2×2 average of ``x`` (of ``x`` where ``z > 0``, zero elsewhere, when ``z`` is given)."""
     if z is not None:
-        x = x * (z > 0)
+        x = torch.where(z <= 0, 0.0, x)  # as ReLU's backward selects: −inf → 0, NaN passes
     n, c, h, w = x.shape
     return x.reshape(n, c, h // 2, 2, w // 2, 2).mean((3, 5))
 
@@ -219,7 +246,7 @@ def _masked_spread(g: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     the mask ``z > 0`` when ``z`` is given)."""
     n, c, h, w = g.shape
     out = (g * 0.25)[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
-    return out if z is None else out * (z > 0)
+    return out if z is None else torch.where(z <= 0, 0.0, out)
 
 
 POOL = Kernel(_masked_pool)
@@ -293,18 +320,26 @@ def _poolable(x: torch.Tensor) -> bool:
 
 
 class AvgPool2x2(nn.AvgPool2d):
-    """``nn.AvgPool2d(2, 2)`` taking the fused path on even maps where ``fused_enabled``."""
+    """``nn.AvgPool2d(2, 2)`` taking the fused path on even maps where ``fused`` and
+    ``fused_enabled``."""
 
-    def __init__(self) -> None:
+    def __init__(self, fused: bool = True) -> None:
         super().__init__(kernel_size=2, stride=2)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return avg_pool2x2(x) if _poolable(x) else F.avg_pool2d(x, 2, 2)
+        return avg_pool2x2(x) if self.fused and _poolable(x) else F.avg_pool2d(x, 2, 2)
 
 
 class FusingSequential(nn.Sequential):
     """``nn.Sequential`` (same modules, same state dict) that runs each ``nn.ReLU`` followed by
-    an ``AvgPool2x2`` as one fused ``relu_avg_pool2x2`` where the pooling's fused path applies."""
+    an ``AvgPool2x2`` as one fused ``relu_avg_pool2x2`` where the pooling's fused path applies.
+
+    The two fused modules' own forward (and any hooks on them) are then not called; an in-place
+    ReLU is computed out of place. Not traceable by ``torch.fx`` (use ``set_fused(net, False)``).
+    """
+
+    fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         modules = list(self)
@@ -312,7 +347,13 @@ class FusingSequential(nn.Sequential):
         while i < len(modules):
             module = modules[i]
             following = modules[i + 1] if i + 1 < len(modules) else None
-            if type(module) is nn.ReLU and isinstance(following, AvgPool2x2) and _poolable(x):
+            if (
+                self.fused
+                and type(module) is nn.ReLU
+                and isinstance(following, AvgPool2x2)
+                and following.fused
+                and _poolable(x)
+            ):
                 x = relu_avg_pool2x2(x)
                 i += 2
                 continue
