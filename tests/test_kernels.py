@@ -148,7 +148,7 @@ def test_pooling_rejects_odd_maps() -> None:
 @pytest.mark.skipif(not HAS_COMPILER, reason="TorchInductor needs a C++ compiler")
 @pytest.mark.parametrize("phi", ["x", "all"])
 def test_compiled_kernels_equal_pytorch_to_second_order(phi) -> None:
-    """The real fast path: TorchInductor-compiled kernels (fullgraph) on float32, against
+    """The real fast path: TorchInductor-compiled kernels on float32, against
     PyTorch's layers; a compile failure would warn, and warnings are errors here."""
     for kernel in (kernels.NORM_SECOND, kernels.POOL, kernels.SPREAD):
         assert kernel.usable, "a kernel's compile failed earlier in this process"

@@ -54,7 +54,7 @@ COMPILE_MIN_NUMEL = 1 << 20
 
 
 class Kernel:
-    """A pure tensor function, compiled whole by TorchInductor on first use, eager if that fails.
+    """A pure tensor function, compiled by TorchInductor on first use, eager if that fails.
 
     The compiled callable is a per-process cache (like TorchInductor's own). A call that raises
     in compiled form is retried eagerly: if the eager call succeeds, compiling is what failed,
@@ -77,7 +77,7 @@ class Kernel:
             return self.fn(*args)
         try:
             if self._compiled is None:
-                self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+                self._compiled = torch.compile(self.fn, dynamic=True)
             return self._compiled(*args)
         except Exception as exc:  # no compiler, unsupported platform, ... (or a bad input)
             out = self.fn(*args)  # a bad input raises here too, and reaches the caller
