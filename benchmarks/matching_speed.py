@@ -1,7 +1,7 @@
 """Speed of the inner gradient-matching step against a plain per-class reference loop.
 
     python benchmarks/matching_speed.py [--case a|b|c|all] [--steps 5] [--threads N] [--json PATH]
-                                        [--grad-rtol 1e-4] [--device cpu|cuda]
+                                        [--grad-rtol 1e-4] [--device cpu|cuda] [--no-fused]
 
 The library side is one call of ``exdistill.methods.matching.match_and_backward``. The reference
 is written here with the structure of the official DC/IDC code: a Python loop over classes; per
@@ -91,6 +91,7 @@ class Case:
     layers: str = "conv"
     digits: bool = False  # real digits instead of random tensors
     class_chunk: int = 0  # the library's classes per backward pass (0: all at once)
+    fused: bool = True  # the library's network with models.kernels' fused layers (False: off)
 
 
 CASES = {
@@ -146,6 +147,8 @@ def make_inputs(case: Case, seed: int = 0, device: str = "cpu") -> Inputs:
     ).train()
     model, real = model.to(device), [r.to(device) for r in real]
     plain = plain_copy(model)
+    if not case.fused:
+        model = plain_copy(model)  # the library on PyTorch's layers too (a separate copy)
     layers = LAYERS.get(case.layers)
     return Inputs(model, layers(model), plain, layers(plain), real, stored_images.to(device))
 
@@ -346,6 +349,11 @@ def main() -> None:
         "--class-chunk", type=int, default=0, help="library classes per backward (0: all)"
     )
     parser.add_argument(
+        "--no-fused",
+        action="store_true",
+        help="run the library's step on PyTorch's layers (models.kernels off), to measure them",
+    )
+    parser.add_argument(
         "--grad-rtol",
         type=float,
         default=1e-4,
@@ -361,7 +369,7 @@ def main() -> None:
     peak = matmul_rate(device=args.device)
     results = []
     for key in keys:
-        case = replace(CASES[key], class_chunk=args.class_chunk)
+        case = replace(CASES[key], class_chunk=args.class_chunk, fused=not args.no_fused)
         print(f"case {key}: {case.label}, {args.steps} timed steps per side ...", flush=True)
         results.append(run_case(case, args.steps, peak, args.grad_rtol, args.device))
     print_table(results, peak, threads)
