@@ -17,7 +17,7 @@ from exdistill.analysis import (
     update_similarity,
 )
 from exdistill.errors import DataError
-from exdistill.io import append_jsonl, write_json
+from exdistill.io import append_jsonl, write_json, write_text
 from exdistill.report import plot_similarity, write_report
 from exdistill.train import TrainConfig
 
@@ -176,3 +176,18 @@ def test_report_with_nothing_to_compare(tmp_path: Path) -> None:
 def test_report_needs_metrics(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="metrics.json: not found"):
         write_report(tmp_path)
+
+
+def test_report_compares_forgetting_with_other_runs_labelled_by_lambda(tmp_path: Path) -> None:
+    """``exdistill report RUN --compare RUN_λ0``: forgetting per segment with and without the
+    regulariser in one plot and one table, each run labelled by its λ from config.yaml."""
+    with_reg, without = toy_run(tmp_path / "edd"), tmp_path / "edd-lambda0"
+    toy_run(without, segments=[SEGMENTS[0], {**SEGMENTS[1], "forgotten": 20}])
+    write_text(with_reg / "config.yaml", "run: {method: edd}\nmethod: {reg_weight: 0.5}\n")
+    write_text(without / "config.yaml", "run: {method: edd}\nmethod: {reg_weight: 0.0}\n")
+    text = write_report(with_reg, tsne=False, compare=[without]).read_text()
+    assert f"| λ 0.5 (`{with_reg}`) | —, 12 |" in text
+    assert f"| λ 0 (`{without}`) | —, 20 |" in text
+    assert (with_reg / "forgetting.png").is_file()
+    with pytest.raises(DataError, match="not found"):
+        write_report(with_reg, tsne=False, compare=[tmp_path / "missing"])

@@ -184,6 +184,8 @@ def test_report_command_rewrites_the_report(distilled, tmp_path: Path) -> None:
     (run / "report.md").unlink()
     code, out, _ = run_cli(["report", run])
     assert code == 0 and (run / "report.md").is_file() and "report.md" in out
+    code, _, _ = run_cli(["report", run, "--compare", distilled[0]])
+    assert code == 0 and "## Forgetting beside other runs" in (run / "report.md").read_text()
 
 
 def test_existing_run_is_not_clobbered(distilled) -> None:

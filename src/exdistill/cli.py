@@ -267,7 +267,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from exdistill.report import write_report
 
-    path = write_report(Path(args.run_dir))
+    path = write_report(Path(args.run_dir), compare=[Path(d) for d in args.compare])
     print(f"wrote {path}")
 
 
@@ -551,6 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write plots and report.md for a run directory")
     p.add_argument("run_dir")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="EDD runs to show beside this one in the forgetting plot and table (e.g. λ = 0)",
+    )
     p.set_defaults(func=cmd_report)
     return parser
 

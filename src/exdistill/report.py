@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from exdistill.analysis import accuracy_vs_ipc, forgetting_table, tsne_embedding  # noqa: E402
@@ -63,14 +65,42 @@ def plot_accuracy_vs_ipc(rows: list[tuple[int, float, float]], path: Path) -> st
     return _save(fig, path)
 
 
-def plot_forgetting(rows: list[tuple[int, int | None]], path: Path) -> str | None:
-    rows = [(k, v) for k, v in rows if v is not None]
-    if not rows:
+def plot_forgetting(
+    series: list[tuple[str, list[tuple[int, int | None]]]], path: Path
+) -> str | None:
+    """Bars of real images forgotten per segment, one colour per run (label, rows)."""
+    series = [(label, [(k, v) for k, v in rows if v is not None]) for label, rows in series]
+    series = [(label, rows) for label, rows in series if rows]
+    if not series:
         return None
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar([k for k, _ in rows], [v for _, v in rows])
+    width = 0.8 / len(series)
+    for i, (label, rows) in enumerate(series):
+        x = np.array([k for k, _ in rows]) + (i - (len(series) - 1) / 2) * width
+        ax.bar(x, [v for _, v in rows], width=width, label=label)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    ax.set_xticks(sorted({k for _, rows in series for k, _ in rows}))
     ax.set(xlabel="segment", ylabel="real images forgotten", title="forgetting per segment")
     return _save(fig, path)
+
+
+def run_label(run_dir: Path) -> str:
+    """A run's EDD regulariser weight as a label (``λ 0.5``), from its ``config.yaml``; its
+    directory name where there is none."""
+    config = Path(run_dir) / "config.yaml"
+    if config.is_file():
+        method = (yaml.safe_load(config.read_text()) or {}).get("method") or {}
+        if "reg_weight" in method:
+            return f"λ {float(method['reg_weight']):g}"
+    return Path(run_dir).name
+
+
+def _segments_of(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found (is {run_dir} a finished run directory?)")
+    return json.loads(path.read_text()).get("segments", [])
 
 
 def plot_tsne(emb: dict[str, np.ndarray], segments: np.ndarray, path: Path) -> str:
@@ -95,8 +125,12 @@ def plot_tsne(emb: dict[str, np.ndarray], segments: np.ndarray, path: Path) -> s
     return _save(fig, path)
 
 
-def write_report(run_dir: Path, tsne: bool = True) -> Path:
-    """Draw every plot the run's records allow and write ``report.md``."""
+def write_report(run_dir: Path, tsne: bool = True, compare: Sequence[Path] = ()) -> Path:
+    """Draw every plot the run's records allow and write ``report.md``.
+
+    ``compare``: other EDD runs (e.g. the same run with λ = 0) whose forgetting per segment is
+    drawn and tabulated beside this run's, each labelled by its λ.
+    """
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
@@ -120,7 +154,9 @@ def write_report(run_dir: Path, tsne: bool = True) -> Path:
         "Accuracy vs cumulative ipc",
         plot_accuracy_vs_ipc(accuracy_vs_ipc(segments, metrics), run_dir / "accuracy_vs_ipc.png"),
     )
-    add("Forgetting", plot_forgetting(forgetting_table(segments), run_dir / "forgetting.png"))
+    forgetting = [(run_label(run_dir), forgetting_table(segments))]
+    forgetting += [(run_label(d), forgetting_table(_segments_of(d))) for d in compare]
+    add("Forgetting", plot_forgetting(forgetting, run_dir / "forgetting.png"))
     if tsne and (run_dir / "synthetic").is_dir():
         add("t-SNE", _tsne_figure(run_dir))
 
@@ -156,6 +192,12 @@ def write_report(run_dir: Path, tsne: bool = True) -> Path:
                 f"{s.get('forgotten') if s.get('forgotten') is not None else '—'} | "
                 f"{_acc(s.get('eval'))} |"
             )
+    if compare:
+        lines += ["", "## Forgetting beside other runs", ""]
+        lines += ["| run | forgotten per segment |", "|---|---|"]
+        for (label, rows), where in zip(forgetting, [run_dir, *compare], strict=True):
+            counts = ", ".join("—" if v is None else str(v) for _, v in rows) or "—"
+            lines.append(f"| {label} (`{where}`) | {counts} |")
     sim = metrics.get("update_similarity", {}).get("mean")
     if sim is not None:
         lines += ["", f"Update similarity (mean pairwise cosine of per-image updates): {sim:.3f}"]
