@@ -12,10 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from exdistill.analysis import accuracy_vs_ipc, forgetting_table, tsne_embedding  # noqa: E402
+from exdistill.config import load_yaml  # noqa: E402
 from exdistill.errors import DataError  # noqa: E402
 from exdistill.io import atomic_write, read_jsonl, write_text  # noqa: E402
 from exdistill.synthetic import SyntheticSet  # noqa: E402
@@ -90,17 +90,17 @@ def run_label(run_dir: Path) -> str:
     directory name where there is none."""
     config = Path(run_dir) / "config.yaml"
     if config.is_file():
-        method = (yaml.safe_load(config.read_text()) or {}).get("method") or {}
+        method = load_yaml(config).get("method") or {}
         if "reg_weight" in method:
             return f"λ {float(method['reg_weight']):g}"
     return Path(run_dir).name
 
 
-def _segments_of(run_dir: Path) -> list[dict[str, Any]]:
+def _metrics(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
         raise DataError(f"{path}: not found (is {run_dir} a finished run directory?)")
-    return json.loads(path.read_text()).get("segments", [])
+    return json.loads(path.read_text())
 
 
 def plot_tsne(emb: dict[str, np.ndarray], segments: np.ndarray, path: Path) -> str:
@@ -132,10 +132,7 @@ def write_report(run_dir: Path, tsne: bool = True, compare: Sequence[Path] = ())
     drawn and tabulated beside this run's, each labelled by its λ.
     """
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise DataError(f"{metrics_path}: not found (is {run_dir} a finished run directory?)")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = _metrics(run_dir)
     log = read_jsonl(run_dir / "log.jsonl")
     figures: list[tuple[str, str]] = []
 
@@ -155,7 +152,9 @@ def write_report(run_dir: Path, tsne: bool = True, compare: Sequence[Path] = ())
         plot_accuracy_vs_ipc(accuracy_vs_ipc(segments, metrics), run_dir / "accuracy_vs_ipc.png"),
     )
     forgetting = [(run_label(run_dir), forgetting_table(segments))]
-    forgetting += [(run_label(d), forgetting_table(_segments_of(d))) for d in compare]
+    forgetting += [
+        (run_label(d), forgetting_table(_metrics(d).get("segments", []))) for d in compare
+    ]
     add("Forgetting", plot_forgetting(forgetting, run_dir / "forgetting.png"))
     if tsne and (run_dir / "synthetic").is_dir():
         add("t-SNE", _tsne_figure(run_dir))
