@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from exdistill.bench import suite_wall_seconds
+from exdistill.tables import markdown_table
 
 
 def table(results: dict) -> str:
@@ -34,26 +35,24 @@ def table(results: dict) -> str:
         s[3] += (c.get("wall_seconds") or 0) / 60
     order = results["suite"]["datasets"]  # the suite's order; the full-data row last
     keys = sorted({*sums, *pending}, key=lambda k: (order.index(k[0]), k[1] == 0, k[1]))
-    rows = ["| dataset | ipc | cells done | distill min | eval min | cell wall min | not done |"]
-    rows.append("|---|---|---|---|---|---|---|")
-    total = [0, 0.0, 0.0, 0.0]
+    rows, total = [], [0, 0.0, 0.0, 0.0]
     for key in keys:
         s = sums[key]
         total = [a + b for a, b in zip(total, s, strict=True)]
         ipc = "full" if key[1] == 0 else str(key[1])
-        rows.append(
-            f"| {key[0]} | {ipc} | {s[0]} | {s[1]:.0f} | {s[2]:.0f} | {s[3]:.0f} | "
-            f"{', '.join(pending[key]) or '—'} |"
-        )
-    rows.append(f"| **all** | | {total[0]} | {total[1]:.0f} | {total[2]:.0f} | {total[3]:.0f} | |")
+        minutes = [f"{m:.0f}" for m in s[1:]]
+        rows.append([key[0], ipc, s[0], *minutes, ", ".join(pending[key]) or "—"])
+    rows.append(["**all**", "", total[0], *(f"{m:.0f}" for m in total[1:]), ""])
+    header = ["dataset", "ipc", "cells done", "distill min", "eval min", "cell wall min"]
+    text = markdown_table([*header, "not done"], rows)
     runs = results.get("invocations") or []
     if runs:
         wall = suite_wall_seconds(runs) / 60
-        rows.append(
-            f"\nSuite wall time: {wall:.0f} min over {len(runs)} command(s) "
+        text += (
+            f"\n\nSuite wall time: {wall:.0f} min over {len(runs)} command(s) "
             f"(--jobs {', '.join(str(r['jobs']) for r in runs)})."
         )
-    return "\n".join(rows)
+    return text
 
 
 def main() -> None:

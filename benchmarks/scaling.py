@@ -1,7 +1,7 @@
 """Time and peak memory of one outer iteration of IDC and of EDD, from 10 to 200 classes.
 
     python benchmarks/scaling.py [--quick] [--cases cifar10,...] [--threads 1] [--device cpu]
-                                 [--class-chunk -1] [--json PATH]
+                                 [--class-chunk -1] [--match-steps N] [--json PATH]
 
 Shapes (random uint8 tensors in memory, no files; speed and memory do not depend on pixel
 values): ``cifar10`` 10 classes 3×32×32, ``cifar100`` 100 classes 3×32×32 (ConvNet-3), and the
@@ -22,8 +22,9 @@ outer iteration; the full budget here runs ``match_steps=2``, so multiply the pe
 
 Budgets: full = ipc 50, width 128, 64 real images per class per step, at most 128 decoded
 synthetic images per class, 500 real images per class, 2 match steps (IDC's paper values but
-for the step count). ``--quick`` = ipc 2, width 32, 16 real per class, 48 real images per
-class, 1 match step: a smoke test of the same code paths that finishes in about two minutes.
+for the step count; ``--match-steps`` overrides it). ``--quick`` = ipc 2, width 16, 8 real
+images per class per step, 16 real images per class, 1 match step: a smoke test of the same
+code paths that finishes in about two minutes.
 
 Each (case, method) runs in a fresh subprocess so its peak resident memory (``VmHWM``, or
 ``ru_maxrss``) is its own; the real set, the synthetic set with its gradient and momentum, and
@@ -44,7 +45,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -179,6 +180,7 @@ def run_child(case: str, method: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", case, method, "--threads", str(args.threads)]
     cmd += ["--device", args.device, "--class-chunk", str(args.class_chunk)]
     cmd += ["--quick"] if args.quick else []
+    cmd += ["--match-steps", str(args.match_steps)] if args.match_steps else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -203,10 +205,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per case")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--class-chunk", type=int, default=-1, help="-1 auto, 0 all, n")
+    parser.add_argument("--match-steps", type=int, help="matching steps (default: the budget's)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     budget = QUICK if args.quick else FULL
+    if args.match_steps is not None:
+        if args.match_steps < 1:
+            parser.error("--match-steps: must be ≥ 1")
+        budget = replace(budget, match_steps=args.match_steps)
     torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(one_iteration(*args.child, budget, args.device, args.class_chunk)))

@@ -192,6 +192,23 @@ def test_an_error_of_the_function_itself_propagates_and_keeps_the_kernel(monkeyp
     assert kernel.usable
 
 
+def test_kernels_count_their_compiled_calls_and_report_a_failed_compile(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    works, broken = Kernel(lambda t: t + 1), Kernel(lambda t: t + 1)
+    monkeypatch.setattr(kernels, "KERNELS", {"works": works, "broken": broken})
+    before = kernels.kernel_calls()
+    assert before == {"works": 0, "broken": 0}
+    works(torch.ones(1))
+    works(torch.ones(1))
+    broken.usable = False  # as after a failed compile: calls run eager, uncounted
+    broken(torch.ones(1))
+    assert works.compiled_calls == 2 and broken.compiled_calls == 0
+    assert kernels.kernel_calls() == {"works": 2, "broken": -1}
+    works(torch.ones(1))
+    assert kernels.calls_since({"works": 2, "broken": 0}) == {"works": 1, "broken": -1}
+    assert kernels.calls_since(before) == {"works": 3, "broken": -1}
+
+
 def test_a_layer_goes_back_to_pytorch_after_a_failed_compile(monkeypatch) -> None:
     monkeypatch.setattr(torch, "compile", lambda *a, **k: (_ for _ in ()).throw(OSError("cc")))
     monkeypatch.setattr(kernels, "POOL", Kernel(kernels._masked_pool))

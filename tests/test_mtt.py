@@ -1,6 +1,8 @@
 """MTT: the trajectory loss, the learned step size, checks against the experts, end to end."""
 
 import dataclasses
+import json
+import shutil
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 from exdistill.checkpoint import Checkpointer
 from exdistill.cli import main
+from exdistill.config import config_hash
 from exdistill.data import load_dataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import Protocol
@@ -304,3 +307,14 @@ def test_experts_trained_with_momentum_are_refused(digits, tmp_path):
     train_experts(digits, cfg, tmp_path / "momentum")
     with pytest.raises(ConfigError, match="momentum 0.9"):
         _cfg(tmp_path / "momentum")
+
+
+def test_config_hash_names_the_experts_by_content_not_by_directory(experts_dir, tmp_path):
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(experts_dir, copy)
+    assert config_hash(_cfg(copy)) == config_hash(_cfg(experts_dir))
+    assert config_hash(_cfg(copy, lr_img=123.0)) != config_hash(_cfg(experts_dir))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["experts"] = manifest["experts"][:1]  # other experts: another hash
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert config_hash(_cfg(copy)) != config_hash(_cfg(experts_dir))

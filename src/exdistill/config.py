@@ -36,7 +36,14 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def config_hash(obj: Any) -> str:
-    """A short stable hash of a config, for caching and provenance."""
+    """A short stable hash of a config, for caching and provenance.
+
+    A config whose fields name files may define ``hash_view()``, the plain data to hash in
+    their place (MTT: the experts' manifest digest, not their directory), so that copying the
+    files elsewhere keeps the hash.
+    """
+    if hasattr(obj, "hash_view"):
+        obj = obj.hash_view()
     text = json.dumps(to_dict(obj) if is_dataclass(obj) else obj, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

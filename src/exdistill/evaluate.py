@@ -16,7 +16,7 @@ import torch
 
 from exdistill.config import config_hash, to_dict
 from exdistill.data.base import ImageDataset
-from exdistill.models import QUICK_WIDTH, build_model
+from exdistill.models import build_model, quick_model_options
 from exdistill.progress import Progress
 from exdistill.registry import Registry
 from exdistill.seeding import derive_seed, generator
@@ -47,7 +47,6 @@ _DSA = replace(
 # (the cap binds from 320 training images on: ipc 50 and the full-data baseline) and a ConvNet
 # of width QUICK_WIDTH. Applied identically to every method, so rows stay comparable.
 _QUICK = {"epochs": 300, "max_steps": 1500}
-_QUICK_MODEL = {"width": QUICK_WIDTH}
 
 for _proto in (
     Protocol(
@@ -58,13 +57,13 @@ for _proto in (
     Protocol(
         "idc-quick",
         replace(_IDC, **_QUICK),
-        model_options=_QUICK_MODEL,
+        model_options=quick_model_options(),
         description="idc, 300 ep, ≤1500 steps, ConvNet width 32",
     ),
     Protocol(
         "dc-quick",
         replace(_DC, **_QUICK),
-        model_options=_QUICK_MODEL,
+        model_options=quick_model_options(),
         description="dc, 300 ep, ≤1500 steps, ConvNet width 32",
     ),
     Protocol(
@@ -76,7 +75,7 @@ for _proto in (
     Protocol(
         "dsa-quick",
         replace(_DSA, **_QUICK),
-        model_options=_QUICK_MODEL,
+        model_options=quick_model_options(),
         description="dsa, 300 ep, ≤1500 steps, ConvNet width 32",
     ),
 ):

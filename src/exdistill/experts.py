@@ -47,12 +47,12 @@ from torch import nn
 
 from exdistill import __version__
 from exdistill.augment import DSA_STRATEGY, Augment
-from exdistill.config import first_difference, merge, require, to_dict
+from exdistill.config import config_hash, first_difference, merge, require, to_dict
 from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import PROTOCOLS
 from exdistill.io import atomic_write, sha256_file, write_json
-from exdistill.models import QUICK_WIDTH, build_model
+from exdistill.models import build_model, quick_model_options
 from exdistill.progress import ProgressFactory, no_progress
 from exdistill.seeding import derive_seed, generator
 from exdistill.train import TrainConfig, Trainer, accuracy, train_classifier
@@ -126,12 +126,12 @@ def expert_presets(preset: str, dataset: str) -> dict[str, Any]:
     if dataset == "digits":
         return {
             "num_experts": 5,
-            "model_options": {"width": QUICK_WIDTH},
+            "model_options": quick_model_options(),
             "train": {"epochs": 15, "batch_size": 64},
         }
     # 32×32 / 28×28 sets: ~0.8 s per step of 256 images on one loaded core, ~200 steps per
     # epoch, so 2 experts × 6 epochs is about half an hour; mtt quick starts at epochs < 4.
-    return {"num_experts": 2, "model_options": {"width": QUICK_WIDTH}, "train": {"epochs": 6}}
+    return {"num_experts": 2, "model_options": quick_model_options(), "train": {"epochs": 6}}
 
 
 def resolve_expert_config(
@@ -247,6 +247,12 @@ def _verified_prefix(directory: Path, records: list[dict[str, Any]]) -> int:
         if not path.is_file() or sha256_file(path) != record["sha256"]:
             return i
     return len(records)
+
+
+def manifest_digest(directory: str | Path) -> str:
+    """What an experts directory holds, as a short hash of its manifest (which lists the sha256
+    of every file), independent of where the directory lies."""
+    return config_hash(read_manifest(directory))
 
 
 class ExpertSet:

@@ -35,6 +35,7 @@ from exdistill.evaluate import (
 )
 from exdistill.io import atomic_write, read_jsonl, write_json, write_text
 from exdistill.methods import METHODS, DistillContext, resolve_config
+from exdistill.models.kernels import calls_since, kernel_calls
 from exdistill.progress import ProgressFactory, no_progress
 from exdistill.runs import MARKER, MetricsLog, finish_run, prepare_run_dir, start_run
 from exdistill.synthetic import SyntheticSet
@@ -198,24 +199,34 @@ def baselines_for(
     device: str,
     progress: ProgressFactory,
 ) -> dict[str, dict[str, Any]]:
-    out = {}
-    for kind in ("random", "full"):
-        with progress(
-            baseline_steps(kind, dataset, ipc, protocol, repeats), f"baseline {kind}"
-        ) as bar:
-            out[kind] = baseline(
-                kind,
-                dataset,
-                ipc,
-                protocol,
-                repeats,
-                seed,
-                model,
-                device,
-                bar,
-                cache_dir=cache_root(),
-            ).to_dict()
-    return out
+    return {
+        kind: _baseline_with_bar(
+            kind, dataset, ipc, protocol, repeats, seed, model, device, progress, f"baseline {kind}"
+        )
+        for kind in ("random", "full")
+    }
+
+
+def _baseline_with_bar(
+    kind: str,
+    dataset: ImageDataset,
+    ipc: int,
+    protocol: str,
+    repeats: int,
+    seed: int,
+    model: str,
+    device: str,
+    progress: ProgressFactory,
+    label: str,
+    use_cache: bool = True,
+) -> dict[str, Any]:
+    """One baseline's result as plain data, its training shown as a progress bar ``label``."""
+    with progress(baseline_steps(kind, dataset, ipc, protocol, repeats), label) as bar:
+        cache_dir = cache_root() if use_cache else None
+        result = baseline(
+            kind, dataset, ipc, protocol, repeats, seed, model, device, bar, cache_dir=cache_dir
+        )
+    return result.to_dict()
 
 
 def _discard(record: dict[str, Any]) -> None:
@@ -372,7 +383,7 @@ def distill(
         checkpoint=checkpoint,
         dist=dist,
     )
-    t0 = time.perf_counter()
+    t0, kernels_before = time.perf_counter(), kernel_calls()
     try:
         with progress(spec.steps(cfg, ctx), f"distill {run.method}") as bar:
             ctx.progress = bar
@@ -383,6 +394,7 @@ def distill(
             write_json(out / MARKER, {"status": "failed", "error": message})
         raise NumericalError(message) from None
     distill_seconds = time.perf_counter() - t0
+    fused_calls = calls_since(kernels_before)
 
     syn = result.synthetic
     syn.info.update(
@@ -420,6 +432,9 @@ def distill(
         "distill_seconds": round(distill_seconds, 2),
         "eval_seconds": round(time.perf_counter() - t1, 2),
         "config_hash": config_hash(cfg),
+        # compiled calls of each fused CPU kernel while distilling (models.kernels); 0: the
+        # layers ran PyTorch's own code (small maps, CUDA); -1: compiling failed, eager
+        "fused_kernel_calls": fused_calls,
         "library_version": __version__,
     }
     if result.initial_images is not None and not spec.selects_real:
@@ -545,19 +560,9 @@ def run_baseline(
         },
         overwrite,
     )
-    with progress(baseline_steps(kind, dataset, ipc, protocol, repeats), f"{kind}") as bar:
-        res = baseline(
-            kind,
-            dataset,
-            ipc,
-            protocol,
-            repeats,
-            seed,
-            model,
-            device,
-            bar,
-            cache_dir=cache_root() if use_cache else None,
-        ).to_dict()
+    res = _baseline_with_bar(
+        kind, dataset, ipc, protocol, repeats, seed, model, device, progress, kind, use_cache
+    )
     metrics = {
         "method": kind,
         "dataset": dataset_name,

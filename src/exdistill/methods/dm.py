@@ -39,7 +39,7 @@ from exdistill.errors import NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
 from exdistill.methods.gradient import SegmentState, distill_whole_set, start_segment
 from exdistill.methods.matching import ClassBatch, chunks
-from exdistill.models import QUICK_WIDTH, build_model
+from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
 from exdistill.synthetic import check_factor, decode
 
@@ -297,7 +297,7 @@ def dm_presets(
 QUICK: dict[str, Any] = {
     "iterations": 500,
     "batch_real": 64,
-    "model_options": {"width": QUICK_WIDTH},
+    "model_options": quick_model_options(),
 }
 
 

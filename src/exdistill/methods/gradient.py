@@ -53,7 +53,7 @@ from exdistill.methods.matching import (
     resolve_class_chunk,
     term_bytes,
 )
-from exdistill.models import QUICK_WIDTH, build_model
+from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet, check_factor, decode, sample_real
@@ -91,8 +91,9 @@ class GradMatchConfig:
             cutmix_prob=0.5,
         )
     )
-    # Classes per backward pass: -1 auto (all at once when they fit in half the free memory,
-    # else the largest chunk that does; matching.resolve_class_chunk), 0 all at once, n > 0 n.
+    # Classes per backward pass: -1 auto (all at once when they fit in a quarter of the free
+    # memory, else the largest chunk that does; matching.resolve_class_chunk), 0 all at once,
+    # n > 0 n.
     # Never changes the result, only peak memory and speed.
     class_chunk: int = -1
     clamp: bool = True  # clamp stored images to the valid pixel range each outer iteration
@@ -621,7 +622,7 @@ def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dic
     if _small(dataset):
         # DC's 40 outer iterations made 2000 matching steps at ipc 50 (935 s, 2026-11-29).
         iterations = max(1, QUICK_MATCH_STEPS_SMALL // loops["match_steps"])
-        return {**base, **loops, "iterations": iterations, "model_options": {"width": QUICK_WIDTH}}
+        return {**base, **loops, "iterations": iterations, "model_options": quick_model_options()}
     # Beyond digits: idc-quick's budget, 200 matching steps on 64 real images per class. DC's
     # 256 real images per class made one Fashion-MNIST ipc-10 step 6.4 s (21 min a run, 2 cores;
     # runs/bench-cpu, 2026-11-28); 64 is the real batch of idc and dm quick too.
@@ -631,7 +632,7 @@ def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dic
         **loops,
         "iterations": iterations,
         "batch_real": 64,
-        "model_options": {"width": QUICK_WIDTH},
+        "model_options": quick_model_options(),
     }
 
 
@@ -662,13 +663,13 @@ def idc_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str
             "match_steps": 10,
             "net_steps": 1,
             "factor": 1,
-            "model_options": {"width": QUICK_WIDTH},
+            "model_options": quick_model_options(),
         }
     return {
         "iterations": QUICK_MATCH_STEPS // 10,
         "match_steps": 10,
         "net_steps": 1,
-        "model_options": {"width": QUICK_WIDTH},
+        "model_options": quick_model_options(),
     }
 
 

@@ -24,7 +24,7 @@ from exdistill.config import require
 from exdistill.data.base import ImageDataset
 from exdistill.errors import DataError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.models import QUICK_WIDTH, build_model
+from exdistill.models import build_model, quick_model_options
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet
 from exdistill.train import TrainConfig, accuracy, train_classifier
@@ -158,7 +158,7 @@ def herding_presets(
     ``QUICK_WIDTH``, like the other quick presets."""
     if preset == "paper":
         return {}
-    return {"train": {"epochs": 100, "max_steps": 300}, "model_options": {"width": QUICK_WIDTH}}
+    return {"train": {"epochs": 100, "max_steps": 300}, "model_options": quick_model_options()}
 
 
 # Evidence for 300 steps (1 thread, shared 2-core machine under a background job): digits,

@@ -225,7 +225,11 @@ def match_and_backward(
 
 
 # ----------------------------------------------------------------------------- memory
-SAFE_FRACTION = 0.5  # of the available memory a step's chunk of matching graphs may take
+# Of the available memory, what a step's chunk of matching graphs may take. A quarter leaves
+# room for the backward pass (it allocates gradients about the size of what it frees), the real
+# data, the synthetic set and evaluation, and keeps a 200-class Tiny-ImageNet-shape problem under
+# 8 GiB on a 24 GiB machine (docs/scale.md). Smaller chunks cost no speed on CPU.
+SAFE_FRACTION = 0.25
 
 
 def resolve_class_chunk(
@@ -245,7 +249,7 @@ def resolve_class_chunk(
 
     Example:
         >>> resolve_class_chunk(-1, 200, per_class_bytes=300 << 20, available=16 << 30)
-        27
+        13
     """
     if requested >= 0:
         return requested

@@ -40,13 +40,13 @@ from torch.func import functional_call
 
 from exdistill.augment import DSA_STRATEGY, Augment
 from exdistill.checkpoint import Checkpoint, Checkpointer, checkpoint_due
-from exdistill.config import require
+from exdistill.config import require, to_dict
 from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
-from exdistill.experts import ExpertSet
+from exdistill.experts import ExpertSet, manifest_digest
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
 from exdistill.methods.gradient import SegmentState, initial_indices, start_segment
-from exdistill.models import QUICK_WIDTH, build_model
+from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
 from exdistill.seeding import generator, randint
 from exdistill.synthetic import SyntheticSet
@@ -92,6 +92,13 @@ class MTTConfig:
         if self.augment:
             Augment(self.augment, mode=self.augment_mode)
         check_experts(self, ExpertSet(self.experts))
+
+    def hash_view(self) -> dict[str, Any]:
+        """The config as hashed (``config.config_hash``): the experts by their manifest's digest,
+        so that a copied experts directory (or a copied suite) keeps the run's hash."""
+        view = to_dict(self)
+        view["experts"] = f"manifest:{manifest_digest(self.experts)}"
+        return view
 
 
 def check_experts(cfg: MTTConfig, experts: ExpertSet) -> None:
@@ -460,7 +467,7 @@ def mtt_presets(preset: str, dataset: str, ipc: int, overrides: dict[str, Any]) 
     # 90.0 % at ipc 1, 93.8 % at ipc 10.
     quick = {
         "dataset": dataset,
-        "model_options": {"width": QUICK_WIDTH},
+        "model_options": quick_model_options(),
         "syn_steps": 10,
         "expert_epochs": 2,
         "max_start_epoch": 5,

@@ -32,6 +32,11 @@ MODELS: Registry = Registry("model")
 QUICK_WIDTH = 32
 
 
+def quick_model_options() -> dict[str, int]:
+    """The ``model_options`` of every quick preset: a new dict each call (presets get merged)."""
+    return {"width": QUICK_WIDTH}
+
+
 def build_model(
     name: str,
     channels: int,

@@ -70,6 +70,7 @@ class Kernel:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self.usable = True
+        self.compiled_calls = 0  # calls that ran the compiled code (this process)
         self._compiled: Callable[..., Any] | None = None
 
     def __call__(self, *args: Any) -> Any:
@@ -78,7 +79,9 @@ class Kernel:
         try:
             if self._compiled is None:
                 self._compiled = torch.compile(self.fn, dynamic=True)
-            return self._compiled(*args)
+            out = self._compiled(*args)
+            self.compiled_calls += 1
+            return out
         except Exception as exc:  # no compiler, unsupported platform, ... (or a bad input)
             out = self.fn(*args)  # a bad input raises here too, and reaches the caller
             self.usable = False
@@ -264,6 +267,20 @@ def _masked_spread(g: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
 
 POOL = Kernel(_masked_pool)
 SPREAD = Kernel(_masked_spread)
+KERNELS = {"norm_second": NORM_SECOND, "pool": POOL, "spread": SPREAD}
+
+
+def kernel_calls() -> dict[str, int]:
+    """Compiled calls of each fused kernel so far in this process (a run's metrics record the
+    difference across its distillation: which path it took). A kernel that failed to compile
+    reports -1: its layers run PyTorch's own implementation."""
+    return {name: k.compiled_calls if k.usable else -1 for name, k in KERNELS.items()}
+
+
+def calls_since(before: dict[str, int]) -> dict[str, int]:
+    """``kernel_calls()`` minus an earlier snapshot (-1 stays: the kernel is unusable)."""
+    now = kernel_calls()
+    return {name: n if n < 0 else n - max(before.get(name, 0), 0) for name, n in now.items()}
 
 
 class _Pool(Function):
