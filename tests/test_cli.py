@@ -135,8 +135,10 @@ def test_distill_writes_the_run_directory(distilled) -> None:
     assert len(metrics["test_accs"]) == 1 and "baselines" not in metrics
     sim = metrics["update_similarity"]  # ipc 1: one stored image per class, nothing to compare
     assert sim["mean"] is None and sim["per_class"] == [None] * 10
-    # digits maps are far below the fused kernels' threshold: PyTorch's own layers ran
-    assert metrics["fused_kernel_calls"] == {"norm_second": 0, "pool": 0, "spread": 0}
+    # digits maps are far below the fused kernels' threshold: no compiled call (0; -1 if an
+    # earlier test in this process found no compiler)
+    calls = metrics["fused_kernel_calls"]
+    assert set(calls) == {"norm_second", "pool", "spread"} and max(calls.values()) <= 0
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["method"]["iterations"] == 1 and config["method"]["match_steps"] == 2
     assert config["method"]["net_steps"] == 1  # the quick preset survives the overrides

@@ -209,6 +209,20 @@ def test_kernels_count_their_compiled_calls_and_report_a_failed_compile(monkeypa
     assert kernels.calls_since(before) == {"works": 3, "broken": -1}
 
 
+def test_a_fused_layer_counts_its_kernels_calls(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    fresh = {"pool": Kernel(kernels._masked_pool), "spread": Kernel(kernels._masked_spread)}
+    monkeypatch.setattr(kernels, "POOL", fresh["pool"])
+    monkeypatch.setattr(kernels, "SPREAD", fresh["spread"])
+    monkeypatch.setattr(kernels, "KERNELS", fresh)
+    x = big().requires_grad_(True)
+    AvgPool2x2()(x).sum().backward()  # forward: pool; backward: spread
+    assert kernels.kernel_calls() == {"pool": 1, "spread": 1}
+    with torch.no_grad():  # not on the fused path
+        AvgPool2x2()(x)
+    assert kernels.kernel_calls() == {"pool": 1, "spread": 1}
+
+
 def test_a_layer_goes_back_to_pytorch_after_a_failed_compile(monkeypatch) -> None:
     monkeypatch.setattr(torch, "compile", lambda *a, **k: (_ for _ in ()).throw(OSError("cc")))
     monkeypatch.setattr(kernels, "POOL", Kernel(kernels._masked_pool))

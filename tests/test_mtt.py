@@ -11,7 +11,7 @@ from torch import nn
 
 from exdistill.checkpoint import Checkpointer
 from exdistill.cli import main
-from exdistill.config import config_hash
+from exdistill.config import config_hash, to_dict
 from exdistill.data import load_dataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import Protocol
@@ -315,6 +315,26 @@ def test_config_hash_names_the_experts_by_content_not_by_directory(experts_dir, 
     assert config_hash(_cfg(copy)) == config_hash(_cfg(experts_dir))
     assert config_hash(_cfg(copy, lr_img=123.0)) != config_hash(_cfg(experts_dir))
     manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["library_version"] = "9.9.9"  # what --resume rewrites: the same experts
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert config_hash(_cfg(copy)) == config_hash(_cfg(experts_dir))
     manifest["experts"] = manifest["experts"][:1]  # other experts: another hash
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert config_hash(_cfg(copy)) != config_hash(_cfg(experts_dir))
+
+
+def test_a_suite_knows_an_mtt_cell_by_its_experts_content_or_its_old_path_hash(
+    experts_dir, tmp_path
+):
+    from exdistill import bench
+
+    suite = bench.Suite("t", ("digits",), (1,), ("mtt",), overrides={"mtt": TINY})
+    ctx = bench.CellContext(suite, tmp_path / "suite", None, "cpu")
+    cell = bench.Cell("digits", 1, "mtt")
+    assert bench.expected_config_hashes(cell, ctx) is None  # no experts yet: nothing to compare
+    here = tmp_path / "suite" / "experts" / "digits"
+    shutil.copytree(experts_dir, here)
+    cfg = _cfg(here)
+    by_content, by_path = config_hash(cfg), config_hash(to_dict(cfg))
+    assert by_content != by_path and by_content == config_hash(_cfg(experts_dir))
+    assert bench.expected_config_hashes(cell, ctx) == {by_content, by_path}

@@ -372,11 +372,12 @@ def _mtt_argv(cell: Cell, ctx: CellContext) -> list[str]:
     return [*_distill_argv(cell, ctx), "--experts", str(_experts_dir(cell, ctx))]
 
 
-def expected_config_hash(cell: Cell, ctx: CellContext) -> str | None:
-    """The config hash a distill cell computed now would have (``None``: not a distill cell,
+def expected_config_hashes(cell: Cell, ctx: CellContext) -> set[str] | None:
+    """The config hashes a distill cell computed now may carry (``None``: not a distill cell,
     or not resolvable here). A finished cell with another hash is stale: the code's presets or
-    the suite's overrides changed since it ran."""
-    from exdistill.config import config_hash
+    the suite's overrides changed since it ran. An MTT cell's hash names its experts by their
+    manifest's digest; cells finished before that named them by path, also accepted."""
+    from exdistill.config import config_hash, to_dict
     from exdistill.methods import METHODS, resolve_config
 
     if cell.method in (FULL, *SELECTION) or cell.method not in METHODS.names():
@@ -387,9 +388,9 @@ def expected_config_hash(cell: Cell, ctx: CellContext) -> str | None:
     loader = BENCH_DATASETS.get(cell.dataset).loader
     try:
         cfg = resolve_config(cell.method, ctx.suite.preset, loader, cell.ipc, overrides)
-    except Exception:  # e.g. experts not trained yet: nothing to compare
+        return {config_hash(cfg), config_hash(to_dict(cfg))}
+    except Exception:  # e.g. experts not trained yet, or unreadable: nothing to compare
         return None
-    return config_hash(cfg)
 
 
 # How each kind of cell is computed; any other method name is a plain ``distill``.
@@ -565,8 +566,8 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
     stale = False
     if _is_done(run_dir):
         record = read_cell(cell, run_dir, cached=True)
-        expected = expected_config_hash(cell, ctx)
-        if expected is None or record.config_hash in (None, expected):
+        expected = expected_config_hashes(cell, ctx)
+        if expected is None or record.config_hash is None or record.config_hash in expected:
             return record
         stale = True  # presets or overrides changed since it ran: recompute
     if cell.method not in (FULL, *SELECTION) and cell.method not in METHODS.names():

@@ -250,9 +250,13 @@ def _verified_prefix(directory: Path, records: list[dict[str, Any]]) -> int:
 
 
 def manifest_digest(directory: str | Path) -> str:
-    """What an experts directory holds, as a short hash of its manifest (which lists the sha256
-    of every file), independent of where the directory lies."""
-    return config_hash(read_manifest(directory))
+    """What an experts directory holds, as a short hash: its recipe, data, seed and the sha256
+    of every epoch file, in order. Not where it lies, and not the library version that last
+    wrote the manifest (``--resume`` rewrites it, even with nothing left to train)."""
+    manifest = read_manifest(directory)
+    content = {key: manifest[key] for key in ("config", "dataset", "seed") if key in manifest}
+    content["experts"] = [[r["sha256"] for r in e["epochs"]] for e in manifest["experts"]]
+    return config_hash(content)
 
 
 class ExpertSet:
@@ -491,6 +495,7 @@ __all__ = [
     "ExpertConfig",
     "ExpertSet",
     "ExpertsSummary",
+    "manifest_digest",
     "MTT_EXPERT_TRAIN",
     "expert_presets",
     "expert_recipe",

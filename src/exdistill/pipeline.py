@@ -199,12 +199,8 @@ def baselines_for(
     device: str,
     progress: ProgressFactory,
 ) -> dict[str, dict[str, Any]]:
-    return {
-        kind: _baseline_with_bar(
-            kind, dataset, ipc, protocol, repeats, seed, model, device, progress, f"baseline {kind}"
-        )
-        for kind in ("random", "full")
-    }
+    args = (dataset, ipc, protocol, repeats, seed, model, device, progress)
+    return {k: _baseline_with_bar(k, *args, label=f"baseline {k}") for k in ("random", "full")}
 
 
 def _baseline_with_bar(
@@ -217,6 +213,7 @@ def _baseline_with_bar(
     model: str,
     device: str,
     progress: ProgressFactory,
+    *,
     label: str,
     use_cache: bool = True,
 ) -> dict[str, Any]:
@@ -395,13 +392,14 @@ def distill(
         raise NumericalError(message) from None
     distill_seconds = time.perf_counter() - t0
     fused_calls = calls_since(kernels_before)
+    cfg_hash = config_hash(cfg)  # MTT's reads its experts' manifest
 
     syn = result.synthetic
     syn.info.update(
         {
             "method": run.method,
             "config": to_dict(cfg),
-            "config_hash": config_hash(cfg),
+            "config_hash": cfg_hash,
             "seed": run.seed,
             "preset": run.preset,
             "distill_seconds": round(distill_seconds, 2),
@@ -431,9 +429,10 @@ def distill(
         "models": {m: r.to_dict() for m, r in evals.items()},
         "distill_seconds": round(distill_seconds, 2),
         "eval_seconds": round(time.perf_counter() - t1, 2),
-        "config_hash": config_hash(cfg),
-        # compiled calls of each fused CPU kernel while distilling (models.kernels); 0: the
-        # layers ran PyTorch's own code (small maps, CUDA); -1: compiling failed, eager
+        "config_hash": cfg_hash,
+        # compiled calls of each fused CPU kernel while distilling (models.kernels), in this
+        # process (rank 0; this session after a resume); 0: the layers ran PyTorch's own code
+        # (small maps, CUDA); -1: compiling failed and the layers fell back to PyTorch's
         "fused_kernel_calls": fused_calls,
         "library_version": __version__,
     }
@@ -441,7 +440,7 @@ def distill(
         metrics["update_similarity"] = update_similarity(
             result.initial_images, syn.images, syn.labels
         )
-    if resumed_at is not None:  # distill_seconds then counts this process only
+    if resumed_at is not None:  # distill_seconds, fused_kernel_calls: this process only
         metrics["resumed_at"] = resumed_at
     if result.records:
         metrics.update(result.records)
@@ -560,9 +559,8 @@ def run_baseline(
         },
         overwrite,
     )
-    res = _baseline_with_bar(
-        kind, dataset, ipc, protocol, repeats, seed, model, device, progress, kind, use_cache
-    )
+    args = (dataset, ipc, protocol, repeats, seed, model, device, progress)
+    res = _baseline_with_bar(kind, *args, label=kind, use_cache=use_cache)
     metrics = {
         "method": kind,
         "dataset": dataset_name,

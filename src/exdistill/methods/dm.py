@@ -297,7 +297,7 @@ def dm_presets(
 QUICK: dict[str, Any] = {
     "iterations": 500,
     "batch_real": 64,
-    "model_options": quick_model_options(),
+    "model_options": quick_model_options(),  # dm_presets and merge copy it
 }
 
 

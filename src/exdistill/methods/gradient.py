@@ -93,8 +93,7 @@ class GradMatchConfig:
     )
     # Classes per backward pass: -1 auto (all at once when they fit in a quarter of the free
     # memory, else the largest chunk that does; matching.resolve_class_chunk), 0 all at once,
-    # n > 0 n.
-    # Never changes the result, only peak memory and speed.
+    # n > 0 n. Never changes the result, only peak memory and speed.
     class_chunk: int = -1
     clamp: bool = True  # clamp stored images to the valid pixel range each outer iteration
     checkpoint_every: int = 10  # outer iterations between checkpoints (and the last); 0: none
