@@ -3,7 +3,8 @@
 #
 #   1. matching-step speed against the per-class reference loop (benchmarks/matching_speed.py)
 #      at the CIFAR-10 (case a) and Tiny-ImageNet (case c) shapes, on the device;
-#   2. host syncs inside the matching step (torch.cuda.set_sync_debug_mode: must be 0) and the
+#   2. host syncs inside the matching step and θ's update between matches
+#      (torch.cuda.set_sync_debug_mode: must be 0; and the `gpu` tests) and the
 #      fast-path options (channels_last, bf16 autocast, torch.compile): s/step, GPU memory peak
 #      and the largest image difference against the plain fp32 run;
 #   3. scaling: one outer iteration of idc and edd at 10, 50 and 200 classes
@@ -102,14 +103,16 @@ mkdir -p $OUT
 # ------------------------------------------------------------------------------ 1. matching speed
 echo; echo "== 1. matching step vs the reference loop"
 if [[ $DEVICE == cuda ]]; then
-  python benchmarks/matching_speed.py --device cuda --case a --steps $SPEED_STEPS | tail -4
-  python benchmarks/matching_speed.py --device cuda --case c --steps $SPEED_STEPS | tail -4
+  # TF32 convolutions reorder sums: gradients agree to ~1e-3 there (the loss check stays 1e-4)
+  python benchmarks/matching_speed.py --device cuda --case a --steps $SPEED_STEPS --grad-rtol 1e-2 | tail -4
+  python benchmarks/matching_speed.py --device cuda --case c --steps $SPEED_STEPS --grad-rtol 1e-2 | tail -4
 else  # CPU: the digits case (CIFAR shape takes ~30 s a step here)
   python benchmarks/matching_speed.py --case b --steps $SPEED_STEPS --threads 1 | tail -4
 fi
 
 # ------------------------------------------------------------------------------ 2. syncs, options
-echo; echo "== 2. host syncs in the matching step; fast-path options"
+echo; echo "== 2. host syncs in the matching step and θ's update; fast-path options"
+if [[ $DEVICE == cuda ]]; then python -m pytest -q -m gpu tests/test_transfer.py | tail -2; fi
 python - "$DEVICE" "${FAST[@]}" <<'EOF'
 import sys, time, warnings
 import torch
@@ -120,6 +123,7 @@ from exdistill.methods.gradient import GradientMatching, GradMatchConfig
 from exdistill.methods.matching import LAYERS, match_and_backward
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet, sample_real
+from exdistill.train import Trainer
 
 device, (steps, classes, width) = sys.argv[1], map(int, sys.argv[2:5])
 cuda = device == "cuda"
@@ -159,6 +163,21 @@ if cuda:
     torch.cuda.set_sync_debug_mode(0)
 syncs = sum("synchroniz" in str(w.message) for w in caught)
 print(f"host syncs in 3 matching steps: {syncs if cuda else 'n/a on CPU'}")
+
+# ... and in θ's update between matches (IDC: real batches, augmentation, CutMix)
+trainer = Trainer(net, m.cfg.net, total_steps=1 << 30, generator=gen)
+m.update_network(trainer, syn, init.labels.to(device), gen)  # warm-up
+if cuda:
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(3):
+        m.update_network(trainer, syn, init.labels.to(device), gen)
+if cuda:
+    torch.cuda.set_sync_debug_mode(0)
+syncs = sum("synchroniz" in str(w.message) for w in caught)
+print(f"host syncs in 3 updates of θ ({m.cfg.net_steps} steps each): {syncs if cuda else 'n/a on CPU'}")
 
 # (b) options: one outer iteration each, against plain fp32
 variants = {"plain": {}, "channels_last": {"channels_last": True}, "compile": {"compile": True}}

@@ -324,7 +324,7 @@ def run_case(case: Case, steps: int, peak: float, grad_rtol: float, device: str 
 def print_table(results: list[dict], peak: float, threads: int) -> None:
     print(f"\nthreads {threads}, dense fp32 matmul 2048² : {peak:.1f} GFLOP/s")
     head = (
-        f"{'case':<22} {'lib ms':>9} {'ref ms':>9} {'ref/lib':>8} {'GFLOP':>8} "
+        f"{'case':<22} {'lib ms':>9} {'ref ms':>9} {'ref/lib':>8} {'steps/s':>8} {'GFLOP':>8} "
         f"{'spread':>7} {'GFLOP/s':>8} {'of mm':>6} {'loss rel':>9} {'grad rel':>9}"
     )
     print(head)
@@ -332,7 +332,8 @@ def print_table(results: list[dict], peak: float, threads: int) -> None:
     for r in results:
         print(
             f"{r['case']['key'] + ' ' + r['case']['label']:<22} {r['library_ms']:9.1f} "
-            f"{r['reference_ms']:9.1f} {r['ratio']:8.3f} {r['gflop_per_step']:8.2f} "
+            f"{r['reference_ms']:9.1f} {r['ratio']:8.3f} {1000 / r['library_ms']:8.2f} "
+            f"{r['gflop_per_step']:8.2f} "
             f"{r['spread']:7.1%} {r['library_gflops']:8.1f} {r['fraction_of_matmul']:6.1%} "
             f"{r['loss_rel_diff']:9.2e} {r['grad_max_rel_diff']:9.2e}"
         )

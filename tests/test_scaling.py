@@ -145,6 +145,18 @@ def test_unsynced_loss_is_the_same_value_on_the_device():
 
 
 # ----------------------------------------------------------------------------- fast path on CPU
+@pytest.mark.parametrize("method", ["dc", "dsa", "idc", "edd"])
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_the_gpu_fast_path_options_are_off_unless_asked_for(method, preset):
+    cfg = resolve_config(method, preset, "digits", 10)
+    matcher = cfg.base_config if method == "edd" else cfg
+    if isinstance(matcher, dict):
+        matcher = {k: matcher.get(k, False) for k in ("channels_last", "autocast_bf16", "compile")}
+    else:
+        matcher = {k: getattr(matcher, k) for k in ("channels_last", "autocast_bf16", "compile")}
+    assert matcher == {"channels_last": False, "autocast_bf16": False, "compile": False}
+
+
 def test_bf16_autocast_is_refused_on_cpu_before_any_write(digits, tmp_path: Path):
     cfg = resolve_config("idc", "quick", "digits", 1, {**TINY, "autocast_bf16": True})
     with pytest.raises(ConfigError, match="autocast_bf16: needs a CUDA device"):

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 
 from exdistill.errors import ConfigError
 from exdistill.registry import Registry
+from exdistill.transfer import to_device
 
 Tensor = torch.Tensor
 OpParams = dict[str, Tensor]
@@ -109,8 +110,8 @@ class AugmentParams:
     batch_size: int
 
     def to(self, device: torch.device | str) -> AugmentParams:
-        """A copy with every tensor on ``device``."""
-        ops = {name: {k: v.to(device) for k, v in p.items()} for name, p in self.ops.items()}
+        """A copy with every tensor on ``device`` (CPU → CUDA: pinned, asynchronous)."""
+        ops = {n: {k: to_device(v, device) for k, v in p.items()} for n, p in self.ops.items()}
         return dataclasses.replace(self, ops=ops)
 
 
@@ -396,7 +397,7 @@ class Augment:
             size = tuple(x.shape[-2:])
             raise ValueError(f"parameters drawn for images of size {params.image_size}, got {size}")
         for name, p in params.ops.items():
-            x = OPS.get(name).apply(x, {k: v.to(x.device) for k, v in p.items()})
+            x = OPS.get(name).apply(x, {k: to_device(v, x.device) for k, v in p.items()})
         return x
 
     def __call__(self, x: Tensor, generator: torch.Generator, per_sample: bool = True) -> Tensor:
@@ -445,7 +446,7 @@ def cutmix(
     seed = int(_randint(0, 2**62, 1, generator))
     lam = float(np.random.default_rng(seed).beta(beta, beta))
     n, _, h, w = x.shape
-    perm = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
+    perm = to_device(torch.randperm(n, generator=generator, device=generator.device), x.device)
     cut = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(h * cut), int(w * cut)
     cy, cx = int(_randint(0, h, 1, generator)), int(_randint(0, w, 1, generator))

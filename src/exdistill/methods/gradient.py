@@ -29,7 +29,6 @@ drawn afresh each outer iteration from the one generator whose state the checkpo
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from exdistill.progress import or_null
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet, check_factor, decode, sample_real
 from exdistill.train import TrainConfig, Trainer
+from exdistill.transfer import to_device
 
 
 @dataclass
@@ -240,10 +240,8 @@ class GradientMatching:
         return (images.float() / 255.0 - self.mean[:, None, None]) / self.std[:, None, None]
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """A CPU tensor on the device without making the host wait: pinned, asynchronous."""
-        if self.device.type == "cpu":
-            return t
-        return t.pin_memory().to(self.device, non_blocking=True)
+        """A CPU tensor on the device without making the host wait (``transfer.to_device``)."""
+        return to_device(t, self.device)
 
     def draw_real(self, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return pool[torch.randperm(len(pool), generator=gen)[: self.cfg.batch_real]]
@@ -305,12 +303,7 @@ class GradientMatching:
             images = torch.cat([frozen_dec[c], decoded]) if term.union else decoded
             if term.keep is not None:
                 images = images[self.to_device(term.keep)]
-            aug = None
-            if term.aug is not None:
-                ops = {
-                    n: {k: self.to_device(v) for k, v in p.items()} for n, p in term.aug.ops.items()
-                }
-                aug = dataclasses.replace(term.aug, ops=ops)
+            aug = term.aug.to(self.device) if term.aug is not None else None
             real = self.normalize(self.real[self.to_device(term.real)])
             batches.append(ClassBatch(c, real, images, term.weight, aug))
         return batches
