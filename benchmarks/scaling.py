@@ -30,7 +30,7 @@ Each (case, method) runs in a fresh subprocess so its peak resident memory (``Vm
 ``ru_maxrss``) is its own; the real set, the synthetic set with its gradient and momentum, and
 the matching graphs of one class chunk are all in it. On CUDA it also reports
 ``torch.cuda.max_memory_allocated``. ``--class-chunk`` sets ``GradMatchConfig.class_chunk``
-(default -1, auto: all classes at once whenever they fit in a quarter of the free memory, so
+(default -1, auto: all classes at once whenever they fit in a fifth of the free memory, so
 peak memory grows with the classes up to that bound; a fixed n keeps it flat). Time should grow
 linearly in the number of classes: the last line is ``peak_gib_200 X.XX linearity X.XX``, the
 largest peak of the 200-class case and (idc + edd time at 200 classes) / (4 × the same at 50

@@ -46,15 +46,15 @@ def test_explicit_chunks_are_kept():
 
 
 def test_auto_is_all_at_once_when_every_class_fits():
-    # 10 classes × 20 MiB = 200 MiB ≤ a quarter of 1 GiB
+    # 10 classes × 20 MiB = 200 MiB ≤ a fifth of 1 GiB
     assert resolve_class_chunk(-1, 10, 20 * MiB, 1 * GiB) == 0
-    assert resolve_class_chunk(-1, 10, 20 * MiB, 800 * MiB) == 0  # exactly the budget
+    assert resolve_class_chunk(-1, 10, 20 * MiB, 1000 * MiB) == 0  # exactly the budget
     assert resolve_class_chunk(-1, 10, 20 * MiB, 400 * MiB, fraction=0.5) == 0
 
 
 def test_auto_takes_the_largest_chunk_that_fits():
-    assert resolve_class_chunk(-1, 200, 300 * MiB, 16 * GiB) == 13  # 4 GiB // 300 MiB
-    assert resolve_class_chunk(-1, 10, 20 * MiB, 799 * MiB) == 9
+    assert resolve_class_chunk(-1, 200, 300 * MiB, 16 * GiB) == 10  # 3.2 GiB // 300 MiB
+    assert resolve_class_chunk(-1, 10, 20 * MiB, 999 * MiB) == 9
     assert resolve_class_chunk(-1, 200, 300 * MiB, 16 * GiB, fraction=0.5) == 27
 
 

@@ -223,10 +223,10 @@ class DistributionMatching:
             progress.update(min(resume.iteration, iterations))
         classes = list(range(self.dataset.num_classes))
         members = [torch.nonzero(labels == c).flatten() for c in classes]
-        frozen_dec = None
-        if frozen is not None and reg_weight > 0:
+        frozen_stored = None
+        if frozen is not None and reg_weight > 0:  # kept stored, decoded per chunk (memory)
             f_img, f_lab = frozen[0].to(self.device).detach(), frozen[1].to(self.device)
-            frozen_dec = [decode(f_img[f_lab == c], cfg.factor) for c in classes]
+            frozen_stored = [f_img[f_lab == c] for c in classes]
 
         terms: list = []
 
@@ -234,14 +234,17 @@ class DistributionMatching:
             batches = []
             for c, idx, weight, union, aug in (t for t in terms if t[0] in chunk):
                 decoded = decode(syn[members[c]], cfg.factor)  # (n_c·f², C, H, W)
-                images = torch.cat([frozen_dec[c], decoded]) if union else decoded
+                if union:
+                    images = torch.cat([decode(frozen_stored[c], cfg.factor), decoded])
+                else:
+                    images = decoded
                 real = self.dataset.normalize(self.real[idx.to(self.device)])
                 batches.append(ClassBatch(c, real, images, weight, aug))
             return batches
 
         for it in range(0 if resume is None else resume.iteration, iterations):
             net = self.new_network(gen)
-            terms = self.draw_terms(pools, frozen_dec is not None, reg_weight, gen)
+            terms = self.draw_terms(pools, frozen_stored is not None, reg_weight, gen)
             optimizer.zero_grad(set_to_none=True)
             loss = dm_loss_and_backward(
                 net, make_batches, classes, self.augment, gen, cfg.class_chunk, inputs=[syn]

@@ -91,7 +91,7 @@ class GradMatchConfig:
             cutmix_prob=0.5,
         )
     )
-    # Classes per backward pass: -1 auto (all at once when they fit in a quarter of the free
+    # Classes per backward pass: -1 auto (all at once when they fit in a fifth of the free
     # memory, else the largest chunk that does; matching.resolve_class_chunk), 0 all at once,
     # n > 0 n. Never changes the result, only peak memory and speed.
     class_chunk: int = -1
@@ -291,16 +291,20 @@ class GradientMatching:
         terms: list[TermDraw],
         syn: torch.Tensor,
         members: list[torch.Tensor],
-        frozen_dec: list[torch.Tensor] | None,
+        frozen: list[torch.Tensor] | None,
     ) -> list[ClassBatch]:
-        """The ClassBatch terms for ``terms`` (consecutive per class): decode each class once,
-        gather the drawn images on the device."""
+        """The ClassBatch terms for ``terms`` (consecutive per class): decode each class once
+        (and its ``frozen`` stored images of earlier segments, for a union term), gather the
+        drawn images on the device. Only the chunk's classes are ever decoded at once."""
         batches, decoded, label = [], None, None
         for term in terms:
             c = term.label
             if c != label:
                 decoded, label = decode(syn[members[c]], self.cfg.factor), c
-            images = torch.cat([frozen_dec[c], decoded]) if term.union else decoded
+            if term.union:
+                images = torch.cat([decode(frozen[c], self.cfg.factor), decoded])
+            else:
+                images = decoded
             if term.keep is not None:
                 images = images[self.to_device(term.keep)]
             aug = term.aug.to(self.device) if term.aug is not None else None
@@ -424,11 +428,12 @@ class GradientMatching:
         mine = dist.shard(classes)  # the classes this process computes (all, in one process)
         members = [torch.nonzero(labels == c).flatten() for c in classes]
         n_syn = [len(m) * cfg.factor**2 for m in members]
-        frozen_dec, n_union = None, None
-        if frozen is not None and reg_weight > 0:
+        frozen_stored, n_union = None, None
+        if frozen is not None and reg_weight > 0:  # kept stored, decoded per chunk (memory)
             f_img, f_lab = frozen[0].to(self.device).detach(), frozen[1].to(self.device)
-            frozen_dec = [decode(f_img[f_lab == c], cfg.factor) for c in classes]
-            n_union = [len(f) + n for f, n in zip(frozen_dec, n_syn, strict=True)]
+            frozen_stored = [f_img[f_lab == c] for c in classes]
+            f2 = cfg.factor**2
+            n_union = [len(f) * f2 + n for f, n in zip(frozen_stored, n_syn, strict=True)]
         class_chunk = self.resolve_chunk(len(mine), n_syn, n_union, pools)
         self.last_class_chunk = class_chunk
 
@@ -447,7 +452,7 @@ class GradientMatching:
 
                 def make_batches(chunk, by_class=by_class):
                     todo = [t for c in chunk for t in by_class[c]]
-                    return self.materialise(todo, syn, members, frozen_dec)
+                    return self.materialise(todo, syn, members, frozen_stored)
 
                 loss = match_and_backward(
                     net,

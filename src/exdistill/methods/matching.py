@@ -225,11 +225,12 @@ def match_and_backward(
 
 
 # ----------------------------------------------------------------------------- memory
-# Of the available memory, what a step's chunk of matching graphs may take. A quarter leaves
-# room for the backward pass (it allocates gradients about the size of what it frees), the real
-# data, the synthetic set and evaluation, and keeps a 200-class Tiny-ImageNet-shape problem under
-# 8 GiB on a 24 GiB machine (docs/scale.md). Smaller chunks cost no speed on CPU.
-SAFE_FRACTION = 0.25
+# Of the available memory, what a step's chunk of matching graphs may take. A fifth leaves room
+# for the backward pass (it allocates gradients about the size of what it frees), the real data,
+# the synthetic set with its gradient and momentum, and evaluation: a 200-class
+# Tiny-ImageNet-shape problem at ipc 50 stays under 8 GiB on a 24 GiB machine, where a quarter
+# took ~9 GiB (docs/scale.md, "Measured"). Smaller chunks cost no speed on CPU.
+SAFE_FRACTION = 0.2
 
 
 def resolve_class_chunk(
@@ -249,7 +250,7 @@ def resolve_class_chunk(
 
     Example:
         >>> resolve_class_chunk(-1, 200, per_class_bytes=300 << 20, available=16 << 30)
-        13
+        10
     """
     if requested >= 0:
         return requested
