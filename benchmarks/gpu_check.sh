@@ -112,9 +112,12 @@ fi
 
 # ------------------------------------------------------------------------------ 2. syncs, options
 echo; echo "== 2. host syncs in the matching step and θ's update; fast-path options"
-if [[ $DEVICE == cuda ]]; then python -m pytest -q -m gpu tests/test_transfer.py | tail -2; fi
+if [[ $DEVICE == cuda ]]; then
+  python -m pytest -q -m gpu tests/test_transfer.py | tail -2 || echo "gpu tests FAILED"
+fi
 python - "$DEVICE" "${FAST[@]}" <<'EOF'
 import sys, time, warnings
+from dataclasses import replace
 import torch
 sys.path.insert(0, "benchmarks")
 from scaling import Shape, random_dataset
@@ -165,7 +168,8 @@ syncs = sum("synchroniz" in str(w.message) for w in caught)
 print(f"host syncs in 3 matching steps: {syncs if cuda else 'n/a on CPU'}")
 
 # ... and in θ's update between matches (IDC: real batches, augmentation, CutMix)
-trainer = Trainer(net, m.cfg.net, total_steps=1 << 30, generator=gen)
+# CutMix on every step, so that its permutation's copy is exercised
+trainer = Trainer(net, replace(m.cfg.net, cutmix_prob=1.0), total_steps=1 << 30, generator=gen)
 m.update_network(trainer, syn, init.labels.to(device), gen)  # warm-up
 if cuda:
     torch.cuda.synchronize()

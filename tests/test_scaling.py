@@ -99,9 +99,12 @@ def test_the_chunk_size_never_changes_the_result(digits, chunk):
 
 
 def test_the_chunk_size_never_changes_edd_with_its_regulariser(digits):
+    """The regulariser's union terms decode each chunk's earlier segments when it is computed;
+    with factor 2 and a subsample smaller than the union, counts and draws must line up."""
     edd = {"segments": (1, 1), "filter": {"epochs": 2, "max_steps": 5}}
-    one = _run("edd", digits, **edd, base_config={**TINY, "class_chunk": 1})
-    all_ = _run("edd", digits, **edd, base_config={**TINY, "class_chunk": 0})
+    base = {**TINY, "factor": 2, "max_syn_per_class": 6}  # union: 4 + 4 decoded, keep 6
+    one = _run("edd", digits, **edd, base_config={**base, "class_chunk": 1})
+    all_ = _run("edd", digits, **edd, base_config={**base, "class_chunk": 0})
     assert torch.equal(one, all_)
 
 
@@ -148,13 +151,12 @@ def test_unsynced_loss_is_the_same_value_on_the_device():
 @pytest.mark.parametrize("method", ["dc", "dsa", "idc", "edd"])
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_the_gpu_fast_path_options_are_off_unless_asked_for(method, preset):
+    from exdistill.methods.edd import base_config
+
     cfg = resolve_config(method, preset, "digits", 10)
-    matcher = cfg.base_config if method == "edd" else cfg
-    if isinstance(matcher, dict):
-        matcher = {k: matcher.get(k, False) for k in ("channels_last", "autocast_bf16", "compile")}
-    else:
-        matcher = {k: getattr(matcher, k) for k in ("channels_last", "autocast_bf16", "compile")}
-    assert matcher == {"channels_last": False, "autocast_bf16": False, "compile": False}
+    matcher = base_config(cfg) if method == "edd" else cfg
+    options = {k: getattr(matcher, k) for k in ("channels_last", "autocast_bf16", "compile")}
+    assert options == {"channels_last": False, "autocast_bf16": False, "compile": False}
 
 
 def test_bf16_autocast_is_refused_on_cpu_before_any_write(digits, tmp_path: Path):

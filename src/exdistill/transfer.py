@@ -15,6 +15,9 @@ import torch
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """``t`` on ``device``; a CPU tensor bound for CUDA is pinned and copied asynchronously.
 
+    The copy is queued from a fresh pinned buffer, so changing ``t`` afterwards is safe unless
+    ``t`` was already pinned (then it is that buffer).
+
     Example:
         >>> to_device(torch.arange(3), "cpu").tolist()
         [0, 1, 2]

@@ -42,6 +42,7 @@ from exdistill.methods.matching import ClassBatch, chunks
 from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
 from exdistill.synthetic import check_factor, decode
+from exdistill.transfer import to_device
 
 
 @dataclass
@@ -145,7 +146,7 @@ class DistributionMatching:
         self.low, self.high = low.to(self.device), high.to(self.device)
 
     def real_batch(self, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return self.dataset.normalize(self.real[self.draw_real(pool, gen).to(self.device)])
+        return self.dataset.normalize(self.real[to_device(self.draw_real(pool, gen), self.device)])
 
     def draw_real(self, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return pool[torch.randperm(len(pool), generator=gen)[: self.cfg.batch_real]]
@@ -238,7 +239,7 @@ class DistributionMatching:
                     images = torch.cat([decode(frozen_stored[c], cfg.factor), decoded])
                 else:
                     images = decoded
-                real = self.dataset.normalize(self.real[idx.to(self.device)])
+                real = self.dataset.normalize(self.real[to_device(idx, self.device)])
                 batches.append(ClassBatch(c, real, images, weight, aug))
             return batches
 

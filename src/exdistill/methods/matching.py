@@ -227,9 +227,9 @@ def match_and_backward(
 # ----------------------------------------------------------------------------- memory
 # Of the available memory, what a step's chunk of matching graphs may take. A fifth leaves room
 # for the backward pass (it allocates gradients about the size of what it frees), the real data,
-# the synthetic set with its gradient and momentum, and evaluation: a 200-class
+# the synthetic set with its gradient and momentum, and evaluation. Chosen so that a 200-class
 # Tiny-ImageNet-shape problem at ipc 50 stays under 8 GiB on a 24 GiB machine, where a quarter
-# took ~9 GiB (docs/scale.md, "Measured"). Smaller chunks cost no speed on CPU.
+# would take ~9 GiB (docs/scale.md, section 1). Smaller chunks cost no speed on CPU.
 SAFE_FRACTION = 0.2
 
 
