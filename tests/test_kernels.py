@@ -209,6 +209,16 @@ def test_kernels_count_their_compiled_calls_and_report_a_failed_compile(monkeypa
     assert kernels.calls_since(before) == {"works": 3, "broken": -1}
 
 
+def test_a_kernel_inside_a_compiled_caller_does_not_recompile_it() -> None:
+    kernel = Kernel(lambda t: t * 2)
+    kernel._compiled = kernel.fn  # as if compiled already
+    outer = torch.compile(lambda t: kernel(t) + 1, backend="eager")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            assert torch.equal(outer(torch.ones(2)), torch.full((2,), 3.0))
+    assert kernel.compiled_calls == 0  # inlined into the caller's graph: not counted
+
+
 def test_a_fused_layer_counts_its_kernels_calls(monkeypatch) -> None:
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
     fresh = {"pool": Kernel(kernels._masked_pool), "spread": Kernel(kernels._masked_spread)}

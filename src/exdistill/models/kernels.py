@@ -80,7 +80,11 @@ class Kernel:
             if self._compiled is None:
                 self._compiled = torch.compile(self.fn, dynamic=True)
             out = self._compiled(*args)
-            self.compiled_calls += 1
+            # Counted in eager code only: inside a torch.compile'd caller (GradMatchConfig
+            # .compile) the kernel is inlined into that graph, and a counter read there would
+            # become a guard that recompiles it on every call.
+            if not torch.compiler.is_compiling():
+                self.compiled_calls += 1
             return out
         except Exception as exc:  # no compiler, unsupported platform, ... (or a bad input)
             out = self.fn(*args)  # a bad input raises here too, and reaches the caller
