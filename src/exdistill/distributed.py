@@ -99,8 +99,11 @@ class Dist:
         return cls(rank, world, local_rank, local_world, backend)
 
     def close(self) -> None:
-        """Leave the process group (after the last collective)."""
+        """Leave the process group (after the last collective). Every rank first waits for the
+        others (rank 0 writes the report meanwhile), so that no rank tears down its side of
+        the connections while another still uses them."""
         if self.enabled and tdist.is_initialized():
+            tdist.barrier()
             tdist.destroy_process_group()
 
     # ------------------------------------------------------------------ work split
