@@ -154,34 +154,29 @@ def one_step():
     make = lambda chunk: m.materialise([t for t in terms if t.label in chunk], syn, members, None)
     return match_and_backward(net, params, m.distance, make, list(range(classes)), m.augment,
                               gen, 0, inputs=[syn], sync=False)
-one_step()  # warm-up: pinned buffers, kernels
-if cuda:
+
+def count_syncs(fn, times=3):
+    """Host syncs in ``times`` calls of fn after one warm-up call (pinned buffers, kernels)."""
+    fn()
+    if not cuda:
+        return "n/a on CPU"
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    for _ in range(3):
-        one_step()
-if cuda:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(times):
+            fn()
     torch.cuda.set_sync_debug_mode(0)
-syncs = sum("synchroniz" in str(w.message) for w in caught)
-print(f"host syncs in 3 matching steps: {syncs if cuda else 'n/a on CPU'}")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+print(f"host syncs in 3 matching steps: {count_syncs(one_step)}")
 
 # ... and in θ's update between matches (IDC: real batches, augmentation, CutMix)
 # CutMix on every step, so that its permutation's copy is exercised
 trainer = Trainer(net, replace(m.cfg.net, cutmix_prob=1.0), total_steps=1 << 30, generator=gen)
-m.update_network(trainer, syn, init.labels.to(device), gen)  # warm-up
-if cuda:
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    for _ in range(3):
-        m.update_network(trainer, syn, init.labels.to(device), gen)
-if cuda:
-    torch.cuda.set_sync_debug_mode(0)
-syncs = sum("synchroniz" in str(w.message) for w in caught)
-print(f"host syncs in 3 updates of θ ({m.cfg.net_steps} steps each): {syncs if cuda else 'n/a on CPU'}")
+labels = init.labels.to(device)
+syncs = count_syncs(lambda: m.update_network(trainer, syn, labels, gen))
+print(f"host syncs in 3 updates of θ ({m.cfg.net_steps} steps each): {syncs}")
 
 # (b) options: one outer iteration each, against plain fp32
 variants = {"plain": {}, "channels_last": {"channels_last": True}, "compile": {"compile": True}}
