@@ -1,0 +1,147 @@
+"""Compare method settings on the VALIDATION split, over several distillation seeds.
+
+    python benchmarks/validation_sweep.py --out runs/sweep-fmnist10 --dataset fashion-mnist \
+        --data-dir ../shared/data/fashion-mnist --ipc 10 --seeds 0,1 \
+        --variant "random=random" --variant "idc f2=idc" --variant "idc f1=idc:factor=1"
+
+A variant is ``LABEL=METHOD[:key=value,key=value]`` (values parsed as YAML; ``;`` separates list
+items, e.g. ``segments=5;5``). Every variant is distilled once per seed with the same preset,
+and each set is judged by the validation accuracy of ``--repeats`` fresh networks (10 % of the
+training data, stratified). The pipeline also computes test accuracy (in each run's
+metrics.json); this script never reads it, so the choice it informs is made on validation only.
+
+A seed's score is the mean over its evaluation networks; the table gives the mean ± std of those
+per-seed scores (seed-to-seed spread is what decides whether a difference is real) and every
+per-seed score. Finished runs are reused (``OUT/<variant>/seed<S>/metrics.json``), so a killed
+sweep continues where it stopped; ``--shard 0/2`` and ``--shard 1/2`` split the runs between
+two processes (give each ``--threads 1`` on 2 cores).
+
+Writes ``OUT/sweep.md`` and ``OUT/sweep.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from exdistill.io import write_json, write_text
+from exdistill.pipeline import RunConfig, distill
+from exdistill.tables import markdown_table, pct
+
+
+def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
+    """``"idc f1=idc:factor=1,lr_img=0.01"`` → ``("idc f1", "idc", {"factor": 1, "lr_img": 0.01})``.
+
+    >>> parse_variant("edd=edd:segments=5;5,reg_weight=0")
+    ('edd', 'edd', {'segments': [5, 5], 'reg_weight': 0})
+    """
+    label, _, spec = text.partition("=")
+    method, _, rest = spec.partition(":")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        parsed = [yaml.safe_load(v) for v in value.split(";")] if ";" in value else None
+        overrides[key.strip()] = parsed if parsed is not None else yaml.safe_load(value)
+    if not label or not method:
+        raise SystemExit(f"--variant {text!r}: expected LABEL=METHOD[:key=value,...]")
+    return label.strip(), method.strip(), overrides
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label.replace("λ", "lambda")).strip("-")
+
+
+def run_one(args: argparse.Namespace, method: str, overrides: dict, seed: int, out: Path) -> dict:
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    run = RunConfig(
+        method=method,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        ipc=args.ipc,
+        preset=args.preset,
+        seed=seed,
+        repeats=args.repeats,
+        baselines=False,
+    )
+    if method == "edd":
+        overrides = {"segment_evals": False, **overrides}
+    return distill(run, overrides, out, overwrite=True).metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--variant", action="append", required=True)
+    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job from the i-th")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    index, count = (int(x) for x in args.shard.split("/"))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    variants = [parse_variant(v) for v in args.variant]
+    root = Path(args.out)
+    jobs = [(v, s) for v in variants for s in seeds]
+    for i, ((label, method, overrides), seed) in enumerate(jobs):
+        if i % count == index:
+            run_one(args, method, overrides, seed, root / slug(label) / f"seed{seed}")
+    if count > 1 and index != 0:
+        return
+    cells: dict[str, Any] = {}
+    rows = []
+    for label, method, overrides in variants:
+        per_seed, seconds = {}, []
+        for seed in seeds:
+            path = root / slug(label) / f"seed{seed}" / "metrics.json"
+            if not path.is_file():
+                continue
+            m = json.loads(path.read_text())
+            vals = m["models"][next(iter(m["models"]))]["val_accs"]
+            per_seed[seed] = statistics.fmean(vals)
+            seconds.append(m.get("distill_seconds", 0.0))
+        scores = list(per_seed.values())
+        mean = statistics.fmean(scores) if scores else float("nan")
+        std = statistics.pstdev(scores) if len(scores) > 1 else 0.0
+        cells[label] = {
+            "method": method,
+            "overrides": overrides,
+            "per_seed": per_seed,
+            "val_acc_mean": mean,
+            "val_acc_std": std,
+            "distill_seconds": seconds,
+        }
+        rows.append(
+            [
+                label,
+                pct(mean, std) if scores else "—",
+                ", ".join(f"{100 * per_seed[s]:.2f}" for s in per_seed) or "—",
+                f"{statistics.fmean(seconds):.0f}" if seconds else "—",
+            ]
+        )
+    table = markdown_table(["variant", "val acc (%) over seeds", "per seed", "distill s"], rows)
+    note = (
+        f"\n\n{args.dataset}, ipc {args.ipc}, preset {args.preset}, seeds {args.seeds}; each "
+        f"seed's score is the mean validation accuracy of {args.repeats} evaluation networks "
+        f"(test accuracy is not read).\n"
+    )
+    write_text(root / "sweep.md", table + note)
+    write_json(root / "sweep.json", cells)
+    print(table + note)
+
+
+if __name__ == "__main__":
+    main()
