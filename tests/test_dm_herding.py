@@ -17,9 +17,10 @@ from exdistill.methods.dm import (
     dm_loss_and_backward,
     embedding_distance,
 )
-from exdistill.methods.gradient import DSA_STRATEGY, initial_indices
+from exdistill.methods.gradient import DSA_STRATEGY
 from exdistill.methods.herding import herd
 from exdistill.methods.matching import ClassBatch
+from exdistill.methods.segment import initial_indices
 from exdistill.models import QUICK_WIDTH
 from exdistill.pipeline import RunConfig, distill
 from exdistill.seeding import generator

@@ -13,7 +13,8 @@ from exdistill.methods.edd import (
     split_budget,
 )
 from exdistill.methods.filtering import FilterOutcome, forgotten, select_pool
-from exdistill.methods.gradient import GradientMatching, initial_indices
+from exdistill.methods.gradient import GradientMatching
+from exdistill.methods.segment import initial_indices
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet
 

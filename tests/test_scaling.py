@@ -14,7 +14,7 @@ from exdistill.data import load_dataset
 from exdistill.errors import ConfigError
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.methods import gradient as gradient_module
-from exdistill.methods.gradient import GradientMatching, initial_indices
+from exdistill.methods.gradient import GradientMatching
 from exdistill.methods.matching import (
     DISTANCES,
     LAYERS,
@@ -26,6 +26,7 @@ from exdistill.methods.matching import (
     resolve_class_chunk,
     term_bytes,
 )
+from exdistill.methods.segment import initial_indices
 from exdistill.models import build_model
 from exdistill.seeding import generator
 from exdistill.synthetic import SyntheticSet

@@ -69,7 +69,7 @@ class MethodSpec:
     steps: Callable[[Any, DistillContext], int]
     protocol: str = "idc"  # evaluation protocol family used by default
     description: str = ""
-    # Bases EDD can wrap expose ``distiller(cfg, ctx)`` → an object with ``distill_segment``.
+    # Bases EDD can wrap expose ``distiller(cfg, ctx)`` → a ``segment.SegmentDistiller``.
     distiller: Callable[[Any, DistillContext], Any] | None = None
     # The set is a subset of real images, not optimised (random, herding): its "initial"
     # images are the final ones, so update similarity means nothing for it.

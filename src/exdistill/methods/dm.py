@@ -14,17 +14,16 @@ iterations, initialised from real images, DSA strategy in single-op mode, no cla
 Multi-formation (``factor`` > 1, as in IDC) decodes each stored image into factor² images before
 the embedding; every decoded image of a class enters its mean.
 
-``DistributionMatching.distill_segment`` is what EDD calls, with the same signature as the
-gradient-matching distiller; its regulariser ``λ·D(S_frozen ∪ S, R)`` is the same mean-embedding
-distance, computed on the union of the frozen earlier segments and the current one against a
-batch of the *full* real data of each class. Checkpoints hold the gradient methods'
-``SegmentState`` (one DM iteration is one "outer iteration"): φ and every batch are drawn afresh
-from the one generator whose state the checkpoint holds, so a resumed run continues bitwise.
+``DistributionMatching`` is a ``SegmentDistiller`` (``segment.py``): one round of the shared
+segment loop is one image update, and EDD wraps it as it wraps gradient matching. Its regulariser
+``λ·D(S_frozen ∪ S, R)`` is the same mean-embedding distance, computed on the union of the frozen
+earlier segments and the current one against a batch of the *full* real data of each class. φ
+and every batch are drawn afresh from the one generator whose state the loop's checkpoints hold,
+so a resumed run continues bitwise.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,12 +32,10 @@ import torch
 from torch import nn
 
 from exdistill.augment import DSA_STRATEGY, Augment, AugmentParams
-from exdistill.checkpoint import checkpoint_due
 from exdistill.config import require
-from exdistill.errors import NumericalError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.methods.gradient import SegmentState, distill_whole_set, start_segment
 from exdistill.methods.matching import ClassBatch, chunks
+from exdistill.methods.segment import Loop, Round, SegmentJob, SegmentLoop, distill_whole_set
 from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
 from exdistill.synthetic import check_factor, decode
@@ -129,8 +126,10 @@ def dm_loss_and_backward(
 
 
 # ----------------------------------------------------------------------------- the distiller
-class DistributionMatching:
+class DistributionMatching(SegmentLoop):
     """Distills stored images by distribution matching; one instance per run."""
+
+    can_condition = False  # its embedding networks are random and never trained
 
     def __init__(self, cfg: DMConfig, ctx: DistillContext) -> None:
         cfg.validate()
@@ -189,44 +188,37 @@ class DistributionMatching:
         net.requires_grad_(False)
         return net.to(self.device).train()
 
-    def distill_segment(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        pools: list[torch.Tensor],
-        iterations: int,
-        ipc: int,
-        gen: torch.Generator,
-        frozen: tuple[torch.Tensor, torch.Tensor] | None = None,
-        reg_weight: float = 0.0,
-        segment: int = 0,
-        resume: SegmentState | None = None,
-        save: Callable[[SegmentState], None] | None = None,
-    ) -> torch.Tensor:
-        """Distill stored ``images (M, C, H, W)`` with ``labels (M,)`` against ``pools[c]``
-        (train indices per class) for ``iterations`` image updates; returns a new tensor.
-
-        With ``frozen=(images, labels)`` of earlier segments and ``reg_weight`` λ > 0, each
-        iteration also matches the mean embedding of frozen ∪ current against a batch of the
-        full real data of each class, with weight λ; only the current images get gradients.
-        ``ipc`` is accepted for EDD's interface; DM's learning rate does not depend on it.
-
-        ``resume`` (from a checkpoint) continues after its iteration instead of starting from
-        ``images``; ``save`` receives a ``SegmentState`` every ``checkpoint_every`` iterations
-        and after the last.
-        """
-        cfg, progress = self.cfg, or_null(self.ctx.progress)
-        syn, optimizer = start_segment(
-            images, resume, self.device, cfg.lr_img, cfg.momentum_img, gen
+    # ------------------------------------------------------------------ the segment loop
+    def loop(self, job: SegmentJob) -> Loop:
+        cfg = self.cfg
+        return Loop(
+            lr=cfg.lr_img,  # DM's learning rate does not depend on ipc
+            momentum=cfg.momentum_img,
+            units=1,
+            clamp=cfg.clamp,
+            checkpoint_every=cfg.checkpoint_every,
+            log_every=cfg.log_every,
+            loss_name="DM",
         )
-        labels = labels.to(self.device)
-        if resume is not None:
-            progress.update(min(resume.iteration, iterations))
+
+    def begin(
+        self,
+        job: SegmentJob,
+        syn: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        labels: torch.Tensor,
+        gen: torch.Generator,
+    ) -> Round:
+        """One round = one image update against a fresh random embedding network; with
+        ``job.regularised`` it also matches the mean embedding of frozen ∪ current against a
+        batch of the full real data of each class, with weight λ (only the current images get
+        gradients)."""
+        cfg, progress = self.cfg, or_null(self.ctx.progress)
         classes = list(range(self.dataset.num_classes))
         members = [torch.nonzero(labels == c).flatten() for c in classes]
         frozen_stored = None
-        if frozen is not None and reg_weight > 0:  # kept stored, decoded per chunk (memory)
-            f_img, f_lab = frozen[0].to(self.device).detach(), frozen[1].to(self.device)
+        if job.regularised:  # kept stored, decoded per chunk (memory)
+            f_img, f_lab = job.frozen[0].to(self.device).detach(), job.frozen[1].to(self.device)
             frozen_stored = [f_img[f_lab == c] for c in classes]
 
         terms: list = []
@@ -243,32 +235,19 @@ class DistributionMatching:
                 batches.append(ClassBatch(c, real, images, weight, aug))
             return batches
 
-        for it in range(0 if resume is None else resume.iteration, iterations):
+        def run_round(it: int) -> list[float]:
+            nonlocal terms
             net = self.new_network(gen)
-            terms = self.draw_terms(pools, frozen_stored is not None, reg_weight, gen)
+            terms = self.draw_terms(job.pools, frozen_stored is not None, job.reg_weight, gen)
             optimizer.zero_grad(set_to_none=True)
             loss = dm_loss_and_backward(
                 net, make_batches, classes, self.augment, gen, cfg.class_chunk, inputs=[syn]
             )
-            if not math.isfinite(loss):
-                raise NumericalError(f"DM loss is {loss} at segment {segment}, iteration {it}")
             optimizer.step()
-            if cfg.clamp:
-                with torch.no_grad():
-                    syn.copy_(torch.maximum(torch.minimum(syn, self.high), self.low))
-            if not torch.isfinite(syn).all():
-                raise NumericalError(
-                    f"synthetic images hold NaN/Inf after segment {segment}, iteration {it}"
-                )
             progress.update(1)
-            done = it + 1
-            if done % cfg.log_every == 0 or done == iterations:
-                self.ctx.log({"segment": segment, "iteration": it, "match_loss": loss})
-                progress.set_postfix_str(f"seg {segment} loss {loss:.4g}")
-            if save is not None and checkpoint_due(done, iterations, cfg.checkpoint_every):
-                momentum = optimizer.state[syn].get("momentum_buffer")
-                save(SegmentState(done, syn.detach(), gen.get_state(), momentum))
-        return syn.detach()
+            return [loss]
+
+        return run_round
 
 
 # ----------------------------------------------------------------------------- the method

@@ -30,6 +30,23 @@ def filter_outcome(logits: torch.Tensor, labels: torch.Tensor) -> FilterOutcome:
     )
 
 
+def combine_outcomes(outcomes: list[FilterOutcome]) -> FilterOutcome:
+    """An ensemble's verdict: correct only where every network is correct (so an image any
+    network gets wrong is kept, PDD's rule), confidence the networks' mean.
+
+    >>> a = FilterOutcome(torch.tensor([True, True, False]), torch.tensor([0.9, 0.6, 0.2]))
+    >>> b = FilterOutcome(torch.tensor([True, False, False]), torch.tensor([0.7, 0.4, 0.1]))
+    >>> c = combine_outcomes([a, b])
+    >>> c.correct.tolist(), [round(x, 2) for x in c.confidence.tolist()]
+    ([True, False, False], [0.8, 0.5, 0.15])
+    """
+    if len(outcomes) == 1:
+        return outcomes[0]
+    correct = torch.stack([o.correct for o in outcomes]).all(dim=0)
+    confidence = torch.stack([o.confidence for o in outcomes]).mean(dim=0)
+    return FilterOutcome(correct, confidence)
+
+
 def forgotten(previous: FilterOutcome | None, current: FilterOutcome) -> int | None:
     """Images right under the previous filter and wrong under the current one."""
     if previous is None:

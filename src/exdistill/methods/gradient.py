@@ -10,8 +10,10 @@ synthetic images that lowers the per-class gradient distance (``matching.py``), 
 | dsa | 1 | synthetic | siamese DSA | dc, all | 0.1 |
 | idc | 2 | real (+CutMix) | siamese DSA | l1, conv weights | 5e-3 × ipc/10 |
 
-``GradientMatching.distill_segment`` is what EDD calls: it distills a block of stored images
-against a pool of real indices per class, optionally adding ``λ·D(S_frozen ∪ S, R)``.
+``GradientMatching`` is a ``SegmentDistiller`` (``segment.py``): it supplies one round (an
+outer iteration) to the shared segment loop, which owns start and resume, clamping, the NaN
+guard, logging and checkpoints. For EDD a round also matches ``λ·D(S_frozen ∪ S, R)`` and may
+first condition θ on the frozen segments (PDD).
 
 Randomness and scale: each matching step first draws every random number of the step (real batch
 indices, synthetic subsample, augmentation) for every class from the one generator, in a fixed
@@ -22,25 +24,22 @@ what a single process draws (``distributed.py``). On a GPU the step never waits 
 draws are made on CPU and copied asynchronously from pinned memory, the loss stays on the
 device, and finiteness is checked once per outer iteration (naming the first bad step).
 
-Checkpoints: every ``checkpoint_every`` outer iterations (and after the last) a ``SegmentState``
-goes to the ``save`` callback; passing it back as ``resume`` continues bitwise, because θ is
-drawn afresh each outer iteration from the one generator whose state the checkpoint holds.
+Checkpoints (the loop's): every ``checkpoint_every`` outer iterations and after the last;
+resuming continues bitwise because θ is drawn afresh each outer iteration from the one generator
+whose state the checkpoint holds.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
 from exdistill.augment import DSA_STRATEGY, Augment, AugmentParams
-from exdistill.checkpoint import Checkpoint, Checkpointer, checkpoint_due
 from exdistill.config import require
-from exdistill.errors import ConfigError, DataError, NumericalError
+from exdistill.errors import ConfigError
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
 from exdistill.methods.matching import (
     DISTANCES,
@@ -52,11 +51,11 @@ from exdistill.methods.matching import (
     resolve_class_chunk,
     term_bytes,
 )
+from exdistill.methods.segment import Loop, Round, SegmentJob, SegmentLoop, distill_whole_set
 from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
-from exdistill.seeding import generator
-from exdistill.synthetic import SyntheticSet, check_factor, decode, sample_real
-from exdistill.train import TrainConfig, Trainer
+from exdistill.synthetic import check_factor, decode
+from exdistill.train import TrainConfig, Trainer, train_classifier
 from exdistill.transfer import to_device
 
 
@@ -127,47 +126,6 @@ class GradMatchConfig:
 
 
 @dataclass
-class SegmentState:
-    """A segment at an outer-iteration boundary: all ``distill_segment`` needs to continue.
-
-    θ, its optimiser and every batch are drawn afresh from ``gen`` each outer iteration, so the
-    images, the image optimiser's momentum and the generator state are the whole state.
-
-    Shape: images ``(M, C, H, W)``; momentum like images (``None`` without momentum); rng the
-    CPU generator state, a uint8 vector (``torch.Generator.get_state()``).
-    """
-
-    iteration: int  # outer iterations done
-    images: torch.Tensor
-    rng: torch.Tensor
-    momentum: torch.Tensor | None = None
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"syn.images": self.images, "syn.rng": self.rng}
-        if self.momentum is not None:
-            out["syn.momentum"] = self.momentum
-        return out
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint) -> SegmentState | None:
-        """The segment state in ``ckpt``, or ``None`` if it was saved between segments."""
-        t = ckpt.tensors
-        if "syn.images" not in t:
-            return None
-        iteration = ckpt.meta.get("iteration")
-        momentum = t.get("syn.momentum")
-        if (
-            "syn.rng" not in t
-            or t["syn.rng"].dtype != torch.uint8
-            or not isinstance(iteration, int)
-            or iteration < 0
-            or (momentum is not None and momentum.shape != t["syn.images"].shape)
-        ):
-            raise DataError("checkpoint: inconsistent segment state (syn.* tensors, iteration)")
-        return cls(iteration, t["syn.images"], t["syn.rng"], momentum)
-
-
-@dataclass
 class TermDraw:
     """The random draws of one matching term, made before anything is computed.
 
@@ -183,34 +141,10 @@ class TermDraw:
     aug: AugmentParams | None = None
 
 
-def start_segment(
-    images: torch.Tensor,
-    resume: SegmentState | None,
-    device: torch.device,
-    lr: float,
-    momentum: float,
-    gen: torch.Generator,
-) -> tuple[torch.Tensor, torch.optim.SGD]:
-    """The trainable stored images and their SGD optimiser: from ``images``, or from
-    ``resume`` (images, momentum and the generator's state restored). Shared by every
-    distiller that resumes from a ``SegmentState`` (gradient matching, DM, MTT)."""
-    if resume is not None and resume.images.shape != images.shape:
-        raise DataError(
-            f"checkpoint: images {tuple(resume.images.shape)} do not match the segment's "
-            f"{tuple(images.shape)}"
-        )
-    start = images if resume is None else resume.images
-    syn = start.detach().clone().to(device).requires_grad_(True)
-    optimizer = torch.optim.SGD([syn], lr=lr, momentum=momentum)
-    if resume is not None:
-        gen.set_state(resume.rng)
-        if resume.momentum is not None:
-            optimizer.state[syn]["momentum_buffer"] = resume.momentum.to(syn).clone()
-    return syn, optimizer
-
-
-class GradientMatching:
+class GradientMatching(SegmentLoop):
     """Distills stored images by gradient matching; one instance per run."""
+
+    can_condition = True  # θ trains between matches; it can first train on frozen segments
 
     def __init__(self, cfg: GradMatchConfig, ctx: DistillContext) -> None:
         cfg.validate()
@@ -392,60 +326,77 @@ class GradientMatching:
                 batch = order[start : start + cfg.net.batch_size]
                 trainer.step(images[batch], labels[batch])
 
-    # ------------------------------------------------------------------ distillation
-    def distill_segment(
+    def condition(
         self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        pools: list[torch.Tensor],
-        iterations: int,
-        ipc: int,
+        net: torch.nn.Module,
+        frozen: tuple[torch.Tensor, torch.Tensor],
+        job: SegmentJob,
         gen: torch.Generator,
-        frozen: tuple[torch.Tensor, torch.Tensor] | None = None,
-        reg_weight: float = 0.0,
-        segment: int = 0,
-        resume: SegmentState | None = None,
-        save: Callable[[SegmentState], None] | None = None,
-    ) -> torch.Tensor:
-        """Distill stored ``images (M, C, H, W)`` with ``labels (M,)`` against ``pools[c]``
-        (train indices per class); returns the distilled images (a new tensor).
+    ) -> None:
+        """PDD's conditioning: ``job.condition_epochs`` over the decoded frozen segments
+        ``frozen`` (normalised images, labels), at most ``job.condition_max_steps`` steps, with
+        θ's own recipe (``cfg.net``, constant learning rate), before any match."""
+        recipe = replace(
+            self.cfg.net,
+            epochs=job.condition_epochs,
+            max_steps=job.condition_max_steps,
+            milestones=(),
+        )
+        train_classifier(net, frozen[0], frozen[1], recipe, gen)
 
-        With ``frozen=(images, labels)`` of earlier segments and ``reg_weight`` λ > 0, each step
-        also matches the union frozen ∪ current against the full real data with weight λ.
-        ``ipc`` is the per-class count of ``images``, used for the image learning rate.
+    # ------------------------------------------------------------------ the segment loop
+    def loop(self, job: SegmentJob) -> Loop:
+        cfg = self.cfg
+        return Loop(
+            lr=cfg.lr_img * (job.ipc / 10 if cfg.lr_img_per_ipc else 1.0),
+            momentum=cfg.momentum_img,
+            units=cfg.match_steps,
+            clamp=cfg.clamp,
+            checkpoint_every=cfg.checkpoint_every,
+        )
 
-        ``resume`` (from a checkpoint) continues after its outer iteration instead of starting
-        from ``images``; ``save`` receives a ``SegmentState`` every ``checkpoint_every`` outer
-        iterations and after the last.
-        """
+    def begin(
+        self,
+        job: SegmentJob,
+        syn: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        labels: torch.Tensor,
+        gen: torch.Generator,
+    ) -> Round:
+        """One round = an outer iteration: a fresh θ (first conditioned on the frozen segments
+        when ``job.condition_epochs`` > 0), then ``match_steps`` image updates with θ's own
+        training between them."""
         cfg, progress, dist = self.cfg, or_null(self.ctx.progress), self.dist
-        lr = cfg.lr_img * (ipc / 10 if cfg.lr_img_per_ipc else 1.0)
-        syn, optimizer = start_segment(images, resume, self.device, lr, cfg.momentum_img, gen)
-        labels = labels.to(self.device)
-        if resume is not None:
-            progress.update(min(resume.iteration, iterations) * cfg.match_steps)
         classes = list(range(self.dataset.num_classes))
         mine = dist.shard(classes)  # the classes this process computes (all, in one process)
         members = [torch.nonzero(labels == c).flatten() for c in classes]
         n_syn = [len(m) * cfg.factor**2 for m in members]
-        frozen_stored, n_union = None, None
-        if frozen is not None and reg_weight > 0:  # kept stored, decoded per chunk (memory)
+        frozen, frozen_stored, n_union = job.frozen, None, None
+        if job.regularised:  # kept stored, decoded per chunk (memory)
             f_img, f_lab = frozen[0].to(self.device).detach(), frozen[1].to(self.device)
             frozen_stored = [f_img[f_lab == c] for c in classes]
             f2 = cfg.factor**2
             n_union = [len(f) * f2 + n for f, n in zip(frozen_stored, n_syn, strict=True)]
-        class_chunk = self.resolve_chunk(len(mine), n_syn, n_union, pools)
+        conditioning = None
+        if job.condition_epochs > 0 and frozen is not None:
+            conditioning = (
+                decode(frozen[0].to(self.device).detach(), cfg.factor),
+                frozen[1].to(self.device).repeat_interleave(cfg.factor**2),
+            )
+        class_chunk = self.resolve_chunk(len(mine), n_syn, n_union, job.pools)
         self.last_class_chunk = class_chunk
 
-        for it in range(0 if resume is None else resume.iteration, iterations):
+        def run_round(it: int) -> list[float]:
             net = self.new_network(gen)
+            if conditioning is not None:
+                self.condition(net, conditioning, job, gen)
             params = LAYERS.get(cfg.layers)(net)
             forward, theta = self.forward_options(net)
             trainer = Trainer(theta, cfg.net, total_steps=1 << 30, generator=gen)
             step_losses = []
             for step in range(cfg.match_steps):
                 optimizer.zero_grad(set_to_none=True)
-                terms = self.draw_terms(classes, pools, n_syn, n_union, reg_weight, gen)
+                terms = self.draw_terms(classes, job.pools, n_syn, n_union, job.reg_weight, gen)
                 by_class: dict[int, list[TermDraw]] = {}
                 for term in terms:
                     by_class.setdefault(term.label, []).append(term)
@@ -477,84 +428,14 @@ class GradientMatching:
                 if step < cfg.match_steps - 1:  # θ trains between matches, not after the last
                     self.update_network(trainer, syn, labels, gen, frozen)
                     dist.sync_module_(net)
-            # One host sync per outer iteration: the step losses, summed over ranks.
-            losses = dist.all_reduce_(torch.stack(step_losses)).tolist()
-            for step, value in enumerate(losses):
-                if not math.isfinite(value):
-                    raise NumericalError(
-                        f"matching loss is {value} at segment {segment}, iteration {it}, "
-                        f"step {step}"
-                    )
-            loss_sum = 0.0
-            for value in losses:  # in step order, as a running Python sum (the logged value)
-                loss_sum += value
-            if cfg.clamp:
-                with torch.no_grad():
-                    syn.copy_(torch.maximum(torch.minimum(syn, self.high), self.low))
-            if not torch.isfinite(syn).all():
-                raise NumericalError(
-                    f"synthetic images hold NaN/Inf after segment {segment}, iteration {it}"
-                )
-            self.ctx.log(
-                {"segment": segment, "iteration": it, "match_loss": loss_sum / cfg.match_steps}
-            )
-            progress.set_postfix_str(f"seg {segment} loss {loss_sum / cfg.match_steps:.4g}")
-            if save is not None and checkpoint_due(it + 1, iterations, cfg.checkpoint_every):
-                momentum = optimizer.state[syn].get("momentum_buffer")
-                save(SegmentState(it + 1, syn.detach(), gen.get_state(), momentum))
-        return syn.detach()
+            # One host sync per round: the step losses, summed over ranks.
+            return dist.all_reduce_(torch.stack(step_losses)).tolist()
 
-
-def initial_indices(
-    ctx: DistillContext, ipc: int, factor: int, seed_tag: str = "init"
-) -> list[torch.Tensor]:
-    """Per class, ``ipc·factor²`` real train indices: the initial set (shared by EDD)."""
-    return sample_real(ctx.dataset, ipc * factor**2, generator(ctx.seed, seed_tag))
-
-
-def distill_whole_set(ctx: DistillContext, cfg: Any, distiller: Any, tag: str) -> DistillResult:
-    """The whole synthetic set as one segment: the run of every method whose distiller has
-    ``distill_segment`` (gradient matching, DM). ``cfg`` needs ``init``, ``factor`` and
-    ``iterations``; checkpoints carry ``tag`` so a run never resumes another method's."""
-    if cfg.init == "real":  # the same draw for every method and EDD (equal starts)
-        syn = SyntheticSet.from_real(
-            ctx.dataset, initial_indices(ctx, ctx.ipc, cfg.factor), cfg.factor
-        )
-    else:
-        syn = SyntheticSet.from_noise(ctx.dataset, ctx.ipc, generator(ctx.seed, "init"), cfg.factor)
-    initial = syn.images.clone()
-    resume, save = None, None
-    if ctx.checkpoint is not None:
-        resume = _resume_state(ctx.checkpoint, tag)
-        save = partial(_save_state, ctx.checkpoint, tag)
-    syn.images = distiller.distill_segment(
-        syn.images,
-        syn.labels,
-        distiller.full_pool,
-        cfg.iterations,
-        ctx.ipc,
-        generator(ctx.seed, "distill"),
-        resume=resume,
-        save=save,
-    ).cpu()
-    return DistillResult(syn, initial)
+        return run_round
 
 
 def run_gradient_matching(ctx: DistillContext, cfg: GradMatchConfig) -> DistillResult:
     return distill_whole_set(ctx, cfg, GradientMatching(cfg, ctx), "gradient")
-
-
-def _resume_state(ckpt: Checkpointer, tag: str) -> SegmentState | None:
-    loaded = ckpt.load()
-    if loaded is None:
-        return None
-    if loaded.meta.get("method") != tag:
-        raise DataError(f"{ckpt.directory}: not a {tag} checkpoint")
-    return SegmentState.from_checkpoint(loaded)
-
-
-def _save_state(ckpt: Checkpointer, tag: str, state: SegmentState) -> None:
-    ckpt.save(state.tensors(), {"method": tag, "segment": 0, "iteration": state.iteration})
 
 
 def gradient_steps(cfg: GradMatchConfig, ctx: DistillContext) -> int:
@@ -691,4 +572,4 @@ for _name, _presets, _proto, _desc in (
     )
 
 
-__all__ = ["GradMatchConfig", "GradientMatching", "SegmentState", "initial_indices"]
+__all__ = ["GradMatchConfig", "GradientMatching"]

@@ -22,7 +22,7 @@ own protocol family (``dsa``, ``dsa-quick``) trains at α, as the official evalu
 (``args.lr_net = syn_lr.item()``); other protocols keep their own rate (``pipeline.evaluate_set``).
 
 Checkpoints: every ``checkpoint_every`` iterations, the images, their momentum and the
-generator state (``gradient.SegmentState``) plus α and its momentum; experts are re-read from
+generator state (``segment.SegmentState``) plus α and its momentum; experts are re-read from
 disk, so a resumed run is bitwise the uninterrupted one on CPU.
 """
 
@@ -45,11 +45,10 @@ from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.experts import ExpertSet, manifest_digest
 from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
-from exdistill.methods.gradient import SegmentState, initial_indices, start_segment
+from exdistill.methods.segment import SegmentState, initial_set, start_segment
 from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
 from exdistill.seeding import generator, randint
-from exdistill.synthetic import SyntheticSet
 
 Params = dict[str, torch.Tensor]
 
@@ -394,10 +393,7 @@ class TrajectoryMatching:
 
 def run_mtt(ctx: DistillContext, cfg: MTTConfig) -> DistillResult:
     matcher = TrajectoryMatching(cfg, ctx)
-    if cfg.init == "real":
-        syn = SyntheticSet.from_real(ctx.dataset, initial_indices(ctx, ctx.ipc, 1))
-    else:
-        syn = SyntheticSet.from_noise(ctx.dataset, ctx.ipc, generator(ctx.seed, "init"))
+    syn = initial_set(ctx, cfg.init, factor=1)
     initial = syn.images.clone()
     resume, save = None, None
     if ctx.checkpoint is not None:
