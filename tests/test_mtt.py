@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from exdistill.api import eval_protocol
 from exdistill.checkpoint import Checkpointer
 from exdistill.cli import main
 from exdistill.config import config_hash, to_dict
@@ -18,7 +19,7 @@ from exdistill.evaluate import Protocol
 from exdistill.experts import ExpertSet, resolve_expert_config, train_experts
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.methods.mtt import trajectory_loss
-from exdistill.pipeline import RunConfig, _eval_protocol, distill
+from exdistill.pipeline import RunConfig, distill
 from exdistill.synthetic import SyntheticSet
 
 EXPERTS = {
@@ -238,12 +239,12 @@ def test_divergence_is_a_numerical_error_naming_the_iteration(digits, experts_di
 def test_evaluation_trains_at_the_learned_step_size_under_its_own_protocol():
     syn = SyntheticSet(torch.zeros(10, 1, 8, 8), torch.arange(10), step_size=torch.tensor([0.0234]))
     syn.info["method"] = "mtt"
-    own = _eval_protocol(syn, "dsa-quick")
+    own = eval_protocol(syn, "dsa-quick")
     assert isinstance(own, Protocol) and own.train.lr == pytest.approx(0.0234)
     assert own.name == "dsa-quick@lr=0.0234" and own.train.epochs == 300
-    assert _eval_protocol(syn, "idc-quick") == "idc-quick"  # another recipe keeps its rate
+    assert eval_protocol(syn, "idc-quick") == "idc-quick"  # another recipe keeps its rate
     syn.step_size = None
-    assert _eval_protocol(syn, "dsa-quick") == "dsa-quick"
+    assert eval_protocol(syn, "dsa-quick") == "dsa-quick"
 
 
 def test_mtt_end_to_end_through_the_pipeline(experts_dir, tmp_path):

@@ -102,6 +102,15 @@ class EvalResult:
     def std(self) -> float:
         return statistics.pstdev(self.test_accs) if len(self.test_accs) > 1 else 0.0
 
+    @property
+    def test_acc_mean(self) -> float:
+        """The mean test accuracy, a fraction in [0, 1] (the key ``metrics.json`` uses)."""
+        return self.mean
+
+    @property
+    def test_acc_std(self) -> float:
+        return self.std
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol,

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from exdistill import __version__
 from exdistill.analysis import update_similarity
+from exdistill.api import eval_protocol
 from exdistill.baselines import baseline, baseline_steps
 from exdistill.checkpoint import Checkpointer
 from exdistill.config import config_hash, first_difference, merge, require, to_dict
@@ -28,10 +29,8 @@ from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import (
     PROTOCOLS,
     EvalResult,
-    Protocol,
     eval_steps,
     evaluate_images,
-    with_learned_lr,
 )
 from exdistill.io import atomic_write, read_jsonl, write_json, write_text
 from exdistill.methods import METHODS, DistillContext, resolve_config
@@ -141,18 +140,6 @@ class DistillOutcome:
     records: dict[str, Any] = field(default_factory=dict)
 
 
-def _eval_protocol(syn: SyntheticSet, protocol: str) -> str | Protocol:
-    """A set with a learned step size (MTT) trains at it under its method's own protocol
-    family (``dsa``, ``dsa-quick`` for mtt), as that method's code evaluates it. Under any other
-    protocol the recipe keeps its own rate: there, methods are compared under one recipe."""
-    method = syn.info.get("method")
-    if syn.step_size is None or method not in METHODS:
-        return protocol
-    if protocol.removesuffix("-quick") != METHODS.get(method).protocol:
-        return protocol
-    return with_learned_lr(protocol, syn.step_size)
-
-
 def evaluate_set(
     syn: SyntheticSet,
     dataset: ImageDataset,
@@ -168,7 +155,7 @@ def evaluate_set(
     and every rank returns all of them."""
     dist = dist or Dist()
     images, labels = syn.decoded()
-    proto = _eval_protocol(syn, protocol)
+    proto = eval_protocol(syn, protocol)
     results = {}
     for model in models:
         total = eval_steps(labels.shape[0], proto, repeats)
