@@ -224,7 +224,10 @@ BAD = {
         ["distill", "--method", "edd", "--ipc", "4", "--segments", "1,1"],
         "segments: 1,1 sum to 2, not ipc 4",
     ),
-    "segments-not-edd": (["distill", "--method", "idc", "--segments", "1"], "--method edd only"),
+    "segments-not-edd": (
+        ["distill", "--method", "idc", "--segments", "1"],
+        "--segments applies to --method edd, pdd only",
+    ),
     "factor": (
         ["distill", "--method", "idc", "--set", "method.factor=3"],
         "factor: 3 does not divide the image size 8×8",

@@ -261,7 +261,7 @@ def test_mtt_end_to_end_through_the_pipeline(experts_dir, tmp_path):
 
 def test_cli_experts_flag_and_bad_directory(experts_dir, tmp_path, capsys):
     code = main(["distill", "--method", "dc", "--experts", str(experts_dir), "--out", "x"])
-    assert code == 2 and "apply to --method mtt only" in capsys.readouterr().err
+    assert code == 2 and "--experts applies to --method mtt only" in capsys.readouterr().err
     out = tmp_path / "run"
     code = main(
         ["distill", "--method", "mtt", "--experts", str(tmp_path / "no"), "--out", str(out)]
@@ -282,7 +282,7 @@ def test_cli_batch_syn_flag_reaches_the_method_config(experts_dir, monkeypatch, 
     assert main([*argv, "--out", "unused"]) == 0
     assert seen == {"experts": str(experts_dir), "batch_syn": 7}
     assert main(["distill", "--method", "dm", "--batch-syn", "7", "--out", "x"]) == 2
-    assert "apply to --method mtt only" in capsys.readouterr().err
+    assert "--batch-syn applies to --method mtt only" in capsys.readouterr().err
 
 
 def test_cli_experts_command_trains_and_resumes(tmp_path, capsys):

@@ -64,8 +64,7 @@ def distill(
     """
     spec = METHODS.get(method)
     cfg = resolve_config(method, preset, dataset.name, ipc, config)
-    if spec.check is not None:
-        spec.check(cfg, dataset)
+    spec.preflight(cfg, dataset, ipc, torch.device(device))
     ctx = DistillContext(dataset, ipc, seed, torch.device(device))
     with progress(spec.steps(cfg, ctx), f"distill {method}") as bar:
         ctx.progress = bar

@@ -161,27 +161,36 @@ def cmd_distill(args: argparse.Namespace) -> None:
         models=tuple(args.models.split(",")) if args.models else None,
         baselines=False if args.no_baselines else None,
     )
-    edd_flags: dict[str, Any] = {}
-    if args.base:
-        edd_flags["base"] = args.base
-    if args.segments:
-        edd_flags["segments"] = args.segments
-    if args.segment_ipc:
-        edd_flags["segment_ipc"] = args.segment_ipc
-    if edd_flags and run.method != "edd":
-        from exdistill.errors import ConfigError
-
-        raise ConfigError("--base, --segments and --segment-ipc apply to --method edd only")
-    overrides = _deep_update(edd_flags, overrides)
-    mtt_flags = {k: v for k, v in (("experts", args.experts), ("batch_syn", args.batch_syn)) if v}
-    if mtt_flags:
-        if run.method != "mtt":
-            from exdistill.errors import ConfigError
-
-            raise ConfigError("--experts and --batch-syn apply to --method mtt only")
-        overrides = _deep_update(mtt_flags, overrides)
+    overrides = _deep_update(_method_flags(args, run.method), overrides)
     run, overrides = _resumed_config(args, run, overrides)
     _distill_and_report(run, overrides, *_out_and_resume_flags(args), tsne=not args.no_tsne)
+
+
+def _method_options() -> dict[str, tuple[Any, list[str]]]:
+    """Every registered method's own flags: flag → (``CliOption``, the methods declaring it)."""
+    from exdistill.methods import METHODS
+
+    out: dict[str, tuple[Any, list[str]]] = {}
+    for name in METHODS.names():
+        for option in METHODS.get(name).options:
+            out.setdefault(option.flag, (option, []))[1].append(name)
+    return out
+
+
+def _method_flags(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The method config values set by method-declared flags; a flag the chosen method does
+    not declare is an error."""
+    values: dict[str, Any] = {}
+    for flag, (option, owners) in _method_options().items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            continue
+        if method not in owners:
+            from exdistill.errors import ConfigError
+
+            raise ConfigError(f"{flag} applies to --method {', '.join(owners)} only")
+        values[option.key] = value
+    return values
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -440,15 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave the t-SNE plot out of report.md (it trains a network on the real data)",
     )
-    p.add_argument("--base", help="EDD: the base method (idc, dc, dsa, dm)")
-    p.add_argument("--segments", help="EDD: images per class per segment, e.g. 5,5")
-    p.add_argument("--segment-ipc", type=int, help="EDD: segments of this many images")
-    p.add_argument("--experts", help="MTT: directory of expert trajectories (exdistill experts)")
-    p.add_argument(
-        "--batch-syn",
-        type=int,
-        help="MTT: synthetic images per student step (bounds memory; default: the whole set)",
-    )
+    for option, _ in _method_options().values():
+        p.add_argument(option.flag, type=option.type, help=option.help)
     p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
     p.add_argument(
         "--set",

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors.torch import save_file
 
 from exdistill import __version__
@@ -21,7 +20,7 @@ from exdistill.analysis import update_similarity
 from exdistill.api import eval_protocol
 from exdistill.baselines import baseline, baseline_steps
 from exdistill.checkpoint import Checkpointer
-from exdistill.config import config_hash, first_difference, merge, require, to_dict
+from exdistill.config import config_hash, merge, require, to_dict
 from exdistill.data import ImageDataset, load_dataset
 from exdistill.data.load import cache_root
 from exdistill.distributed import Dist, ReadOnlyCheckpointer
@@ -32,11 +31,20 @@ from exdistill.evaluate import (
     eval_steps,
     evaluate_images,
 )
-from exdistill.io import atomic_write, read_jsonl, write_json, write_text
+from exdistill.io import atomic_write, write_json
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.models.kernels import calls_since, kernel_calls
 from exdistill.progress import ProgressFactory, no_progress
-from exdistill.runs import MARKER, MetricsLog, finish_run, prepare_run_dir, start_run
+from exdistill.runs import (
+    MARKER,
+    MetricsLog,
+    check_same_config,
+    finish_run,
+    prepare_run_dir,
+    run_status,
+    start_run,
+    truncate_log,
+)
 from exdistill.synthetic import SyntheticSet
 
 
@@ -90,33 +98,6 @@ def _check_model_fits(dataset: ImageDataset, models: list[str], options: dict) -
                 f"models: '{name}' cannot take {dataset.channels}×{dataset.image_size[0]}×"
                 f"{dataset.image_size[1]} images ({type(err).__name__}: {err})"
             ) from None
-
-
-def _check_method_fits(cfg: Any, ipc: int, dataset: ImageDataset) -> int:
-    """Reject method values that are only impossible for this ipc or these images (EDD segments
-    not summing to ipc, a factor not dividing the image size) before the run directory exists
-    (DESIGN.md §6). Returns how many real images per class the initial set draws per ipc."""
-    from exdistill.methods.edd import EDDConfig, base_config, resolve_segments
-    from exdistill.synthetic import check_factor
-
-    real_init = isinstance(cfg, EDDConfig) or getattr(cfg, "init", "real") == "real"
-    if isinstance(cfg, EDDConfig):
-        resolve_segments(cfg, ipc)
-        cfg = base_config(cfg)
-    factor = int(getattr(cfg, "factor", 1))
-    check_factor(factor, dataset.image_size)
-    return factor**2 if real_init else 1
-
-
-def _check_method_device(cfg: Any, device: torch.device) -> None:
-    """Options the device cannot honour (bf16 autocast off CUDA) fail before any write."""
-    from exdistill.methods.edd import EDDConfig, base_config
-
-    if isinstance(cfg, EDDConfig):
-        cfg = base_config(cfg)
-    check = getattr(cfg, "check_device", None)
-    if check is not None:
-        check(device)
 
 
 def _gather_eval(part: EvalResult, dist: Dist) -> EvalResult:
@@ -228,39 +209,6 @@ class _CountingLog:
         self.count += 1
 
 
-def _run_status(out: Path) -> str:
-    """The status in ``out/run.json`` of a run that ``--resume`` may continue."""
-    try:
-        status = json.loads((out / MARKER).read_text()).get("status")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise ConfigError(
-            f"out: {out} holds no run to resume (no readable {MARKER}); drop --resume"
-        ) from None
-    if not isinstance(status, str):
-        raise ConfigError(f"out: {out / MARKER} has no status")
-    return status
-
-
-def _check_same_config(out: Path, resolved: dict[str, Any]) -> None:
-    try:
-        saved = yaml.safe_load((out / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        raise ConfigError(
-            f"out: {out}/config.yaml is missing or unreadable; cannot resume"
-        ) from None
-    if not isinstance(saved, dict) or not {"run", "method"} <= set(saved):
-        raise ConfigError(f"out: {out} holds no distillation run (its config.yaml has no method)")
-    diff = first_difference(saved, json.loads(json.dumps(resolved)))
-    if diff:
-        raise ConfigError(f"resume: the config differs from the run in {out} ({diff})")
-
-
-def _truncate_log(path: Path, keep: int) -> None:
-    """Drop the records written after the checkpoint (they will be written again)."""
-    records = read_jsonl(path)[:keep]
-    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
-
-
 def _finished(out: Path) -> DistillOutcome:
     """A finished run, read back from disk (``--resume`` of a done run recomputes nothing)."""
     try:
@@ -297,7 +245,7 @@ def distill(
         raise ConfigError("--resume continues the run in out; --overwrite would delete it")
     if resume:
         out = Path(out)
-        status = _run_status(out)
+        status = run_status(out)
     else:
         out = prepare_run_dir(out, overwrite)
     dataset = load_dataset(run.dataset, run.data_dir, val_fraction=run.val_fraction)
@@ -307,9 +255,8 @@ def distill(
     proto = PROTOCOLS.get(protocol)
     models = list(run.models) or [proto.model]
     _check_model_fits(dataset, models, proto.model_options)
-    per_ipc = _check_method_fits(cfg, run.ipc, dataset)
-    if spec.check is not None:
-        spec.check(cfg, dataset)
+    device = torch.device(run.device)
+    per_ipc = spec.preflight(cfg, dataset, run.ipc, device)
     small = min(len(i) for i in dataset.class_indices("train"))
     require(
         small >= run.ipc * per_ipc,
@@ -317,8 +264,6 @@ def distill(
         + (f" × factor² {per_ipc}" if per_ipc > 1 else "")
         + f" exceeds the {small} training images of the smallest class of {dataset.name}",
     )
-    device = torch.device(run.device)
-    _check_method_device(cfg, device)
     resolved = {"run": to_dict(run), "method": to_dict(cfg), "version": __version__}
     dist = dist or Dist()
     require(
@@ -332,13 +277,13 @@ def distill(
     checkpoint = (Checkpointer if writes else ReadOnlyCheckpointer)(out / "checkpoint")
     resumed_at = None
     if resume:
-        _check_same_config(out, resolved)
+        check_same_config(out, resolved)
         if status == "done":
             return _finished(out)
         loaded = checkpoint.load()  # DataError here, before any work, if it is damaged
         resumed_at = {k: loaded.meta.get(k) for k in ("segment", "iteration")} if loaded else {}
         if writes:
-            _truncate_log(out / "log.jsonl", loaded.log_records if loaded else 0)
+            truncate_log(out / "log.jsonl", loaded.log_records if loaded else 0)
             write_json(out / MARKER, {"status": "running", "resumed_at": resumed_at})
         log = _CountingLog(
             MetricsLog(out / "log.jsonl") if writes else _discard,

@@ -52,6 +52,32 @@ class DistillResult:
     records: dict[str, Any] = field(default_factory=dict)  # e.g. EDD's per-segment table
 
 
+def standard_preflight(cfg: Any, dataset: ImageDataset, ipc: int, device: torch.device) -> int:
+    """Checks of a resolved config against the data and device that the config alone cannot
+    make (a ``factor`` that does not divide the image size, device-only options), before any
+    work. Returns how many real training images per class the initial set draws per ipc."""
+    from exdistill.synthetic import check_factor
+
+    factor = int(getattr(cfg, "factor", 1))
+    check_factor(factor, dataset.image_size)
+    check_device = getattr(cfg, "check_device", None)
+    if check_device is not None:
+        check_device(device)
+    return factor**2 if getattr(cfg, "init", "real") == "real" else 1
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """A command-line flag a method declares for ``exdistill distill``: ``--flag V`` sets the
+    method's config key ``key`` (``type`` parses V). The CLI adds every registered method's
+    flags and refuses a flag the chosen method does not declare."""
+
+    flag: str
+    key: str
+    help: str
+    type: Callable[[str], Any] = str
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method.
@@ -77,9 +103,11 @@ class MethodSpec:
     # Whether ``run`` shards its work over the ranks of a torchrun job (``ctx.dist``) and keeps
     # every rank's set identical; given the resolved config (EDD asks its base).
     distributed: Callable[[Any], bool] = lambda cfg: False
-    # Checks of the resolved config against the loaded data that need more than the config
-    # (MTT's experts); called before the run directory exists, raises ExdistillError.
-    check: Callable[[Any, ImageDataset], Any] | None = None
+    # ``preflight(cfg, dataset, ipc, device)``: every check of the resolved config against the
+    # loaded data and the device (factor, segments, MTT's experts), before the run directory
+    # exists; raises ExdistillError; returns real images per class drawn per ipc.
+    preflight: Callable[[Any, ImageDataset, int, torch.device], int] = standard_preflight
+    options: tuple[CliOption, ...] = ()  # the method's own ``exdistill distill`` flags
 
 
 METHODS: Registry[MethodSpec] = Registry("method")

@@ -38,9 +38,16 @@ import torch
 
 from exdistill.checkpoint import Checkpoint, Checkpointer
 from exdistill.config import merge, require
+from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError
 from exdistill.evaluate import PROTOCOLS
-from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
+from exdistill.methods.base import (
+    METHODS,
+    CliOption,
+    DistillContext,
+    DistillResult,
+    MethodSpec,
+)
 from exdistill.methods.filtering import (
     FilterOutcome,
     combine_outcomes,
@@ -333,11 +340,12 @@ def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
             frozen=frozen,
             reg_weight=cfg.reg_weight if k > 0 else 0.0,
             segment=k,
-            resume=resume if k == state.segment else None,
+            resume=resume,
             save=_segment_saver(ctx.checkpoint, state),
             condition_epochs=cfg.condition_epochs if k > 0 else 0,
             condition_max_steps=cfg.condition_max_steps,
         ).cpu()
+        resume = None  # a checkpoint's segment state belongs to the segment it was saved in
         seg.segments = torch.full_like(seg.labels, k)
         done = seg if done is None else _concat(done, seg)
         offset = state.offset + n_k
@@ -458,6 +466,22 @@ def edd_presets(
     return out
 
 
+def edd_preflight(cfg: EDDConfig, dataset: ImageDataset, ipc: int, device: torch.device) -> int:
+    """Segments that do not sum to ipc, and the base's own checks; segments always start from
+    the base's real initial draw (factor² real images per stored image)."""
+    resolve_segments(cfg, ipc)
+    base = base_config(cfg)
+    METHODS.get(cfg.base).preflight(base, dataset, ipc, device)
+    return int(getattr(base, "factor", 1)) ** 2
+
+
+EDD_OPTIONS = (
+    CliOption("--base", "base", "EDD: the base method (idc, dc, dsa, dm)"),
+    CliOption("--segments", "segments", "EDD: images per class per segment, e.g. 5,5"),
+    CliOption("--segment-ipc", "segment_ipc", "EDD: segments of this many images", int),
+)
+
+
 def edd_steps(cfg: EDDConfig, ctx: DistillContext) -> int:
     base = base_config(cfg)
     rounds = sum(segment_budgets(cfg, base.iterations, resolve_segments(cfg, ctx.ipc)))
@@ -475,6 +499,8 @@ METHODS.add(
         protocol="idc",
         description="Exclusive Dataset Distillation on top of a base method",
         distributed=lambda cfg: METHODS.get(cfg.base).distributed(base_config(cfg)),
+        preflight=edd_preflight,
+        options=EDD_OPTIONS,
     ),
 )
 
@@ -510,5 +536,7 @@ METHODS.add(
         protocol="idc",
         description="Progressive Dataset Distillation (Chen et al. 2024) as EDD settings",
         distributed=lambda cfg: METHODS.get(cfg.base).distributed(base_config(cfg)),
+        preflight=edd_preflight,
+        options=EDD_OPTIONS,
     ),
 )

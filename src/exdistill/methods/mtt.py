@@ -44,7 +44,14 @@ from exdistill.config import require, to_dict
 from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.experts import ExpertSet, manifest_digest
-from exdistill.methods.base import METHODS, DistillContext, DistillResult, MethodSpec
+from exdistill.methods.base import (
+    METHODS,
+    CliOption,
+    DistillContext,
+    DistillResult,
+    MethodSpec,
+    standard_preflight,
+)
 from exdistill.methods.segment import SegmentState, initial_set, start_segment
 from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
@@ -172,7 +179,7 @@ def _student(cfg: MTTConfig, dataset: ImageDataset, seed: int) -> torch.nn.Modul
 
 def preflight(cfg: MTTConfig, dataset: ImageDataset) -> ExpertSet:
     """Every check of the experts against the config and the data, before the run directory
-    exists (the pipeline calls it through ``MethodSpec.check``): returns the expert set."""
+    exists (the pipeline calls it through ``MethodSpec.preflight``): returns the expert set."""
     experts = ExpertSet(cfg.experts)
     check_experts(cfg, experts)
     _check_dataset(experts, dataset)
@@ -477,6 +484,12 @@ def mtt_presets(preset: str, dataset: str, ipc: int, overrides: dict[str, Any]) 
     return {**quick, "iterations": 60, "max_start_epoch": 4, "lr_img": 1000.0}
 
 
+def mtt_preflight(cfg: MTTConfig, dataset: ImageDataset, ipc: int, device: torch.device) -> int:
+    per_ipc = standard_preflight(cfg, dataset, ipc, device)
+    preflight(cfg, dataset)
+    return per_ipc
+
+
 METHODS.add(
     "mtt",
     MethodSpec(
@@ -487,7 +500,16 @@ METHODS.add(
         steps=mtt_steps,
         protocol="dsa",
         description="Matching Training Trajectories (Cazenavette et al. 2022)",
-        check=preflight,
+        preflight=mtt_preflight,
+        options=(
+            CliOption("--experts", "experts", "MTT: directory of expert trajectories"),
+            CliOption(
+                "--batch-syn",
+                "batch_syn",
+                "MTT: synthetic images per student step (bounds memory; default: the whole set)",
+                int,
+            ),
+        ),
     ),
 )
 
