@@ -304,3 +304,24 @@ def test_model_that_cannot_take_the_image_size_is_refused(tmp_path, monkeypatch,
     assert code == 2 and len(err) == 1
     assert "models: 'needs32' cannot take 1×8×8 images" in err[0]
     assert not out.exists()
+
+
+def test_the_config_files_run_section_wins_over_flags_left_unset(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"method": "idc", "ipc": 2, "repeats": 1, "protocol": "idc-smoke"},
+                "method": {"iterations": 1, "match_steps": 1, "model_options": {"width": 8}},
+            }
+        )
+    )
+    code, _, err = run_cli(["distill", "--config", str(config), "--no-baselines", "--no-tsne",
+                            "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["method"], metrics["ipc"], len(metrics["test_accs"])) == ("idc", 2, 1)
+    code, _, err = run_cli(["distill", "--config", str(config), "--ipc", "1", "--no-baselines",
+                            "--no-tsne", "--out", str(tmp_path / "flag")])  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "flag" / "metrics.json").read_text())["ipc"] == 1

@@ -152,10 +152,8 @@ def test_unsynced_loss_is_the_same_value_on_the_device():
 @pytest.mark.parametrize("method", ["dc", "dsa", "idc", "edd"])
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_the_gpu_fast_path_options_are_off_unless_asked_for(method, preset):
-    from exdistill.methods.edd import base_config
-
     cfg = resolve_config(method, preset, "digits", 10)
-    matcher = base_config(cfg) if method == "edd" else cfg
+    matcher = cfg.resolved_base if method == "edd" else cfg
     options = {k: getattr(matcher, k) for k in ("channels_last", "autocast_bf16", "compile")}
     assert options == {"channels_last": False, "autocast_bf16": False, "compile": False}
 

@@ -131,12 +131,15 @@ def _distill_and_report(
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from exdistill.pipeline import RunConfig
+
+    main_job = RunConfig()  # the main job is RunConfig's defaults: EDD, digits, ipc 10, quick
     run, method = _run_config(
         args,
-        method="edd",
-        dataset="digits",
-        ipc=10,
-        preset="quick",
+        method=main_job.method,
+        dataset=main_job.dataset,
+        ipc=main_job.ipc,
+        preset=main_job.preset,
         seed=args.seed,
         device=args.device,
         repeats=args.repeats,
@@ -146,10 +149,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    method = args.method
     run, overrides = _run_config(
         args,
-        method=method,
+        method=args.method,
         dataset=args.dataset,
         data_dir=args.data_dir,
         ipc=args.ipc,
@@ -424,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the main job: EDD over IDC on built-in digits, ipc 10")
     _common(p, MAIN_DEFAULT_OUT, resume=True)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, help="evaluation networks (default 3)")
     p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
     p.add_argument(
         "--set",
@@ -435,13 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("distill", help="distill a dataset with one method, then evaluate it")
-    p.add_argument("--method", default="edd")
-    p.add_argument("--dataset", default="digits")
+    # Unset flags fall back to --config's run section, then to RunConfig's defaults.
+    p.add_argument("--method", help="default edd")
+    p.add_argument("--dataset", help="default digits")
     p.add_argument("--data-dir")
-    p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--preset", default="quick", help="quick (CPU budget) or paper")
+    p.add_argument("--ipc", type=int, help="default 10")
+    p.add_argument("--preset", help="quick (CPU budget, the default) or paper")
     p.add_argument("--protocol", help="evaluation protocol (default: the method's, quick or not)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, help="evaluation networks (default 3)")
     p.add_argument("--models", help="comma-separated evaluation networks (cross-architecture)")
     p.add_argument("--no-baselines", action="store_true", help="skip random/full baselines")
     p.add_argument(

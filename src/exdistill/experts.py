@@ -48,7 +48,7 @@ from torch import nn
 from exdistill import __version__
 from exdistill.augment import DSA_STRATEGY, Augment
 from exdistill.config import config_hash, first_difference, merge, require, to_dict
-from exdistill.data.base import ImageDataset
+from exdistill.data.base import ImageDataset, small_images
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.evaluate import PROTOCOLS
 from exdistill.io import atomic_write, sha256_file, write_json
@@ -123,7 +123,7 @@ def expert_presets(preset: str, dataset: str) -> dict[str, Any]:
         return {"num_experts": 100, "train": {"epochs": 50}}  # whatever the recipe's epochs
     if preset != "quick":
         raise ConfigError(f"preset: unknown '{preset}'; choose from: quick, paper")
-    if dataset == "digits":
+    if small_images(dataset):
         return {
             "num_experts": 5,
             "model_options": quick_model_options(),

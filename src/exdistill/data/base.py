@@ -216,6 +216,9 @@ class DatasetSpec:
     description: str
     default_dir: str | None = None  # None: built in, or the user must pass --data-dir
     needs_dir: bool = True
+    # Side of every image where the format fixes it (presets key on it); None: any size
+    # (image folders, npz).
+    image_size: int | None = None
 
     def find(self, data_dir: str | Path | None) -> Path | None:
         if data_dir is not None:
@@ -224,3 +227,22 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def known_image_size(name: str) -> int | None:
+    """The image side a registered dataset always has, else None (presets: small images get
+    settings of their own, e.g. IDC's factor 1 on 8×8 digits).
+
+    >>> known_image_size("digits"), known_image_size("imagefolder")
+    (8, None)
+    """
+    from exdistill.data import load as _registers  # noqa: F401  (the built-in datasets)
+
+    return DATASETS.get(name).image_size if name in DATASETS else None
+
+
+def small_images(name: str) -> bool:
+    """Whether dataset ``name`` has images of at most 16×16 (digits): its quick presets differ
+    (IDC without multi-formation, longer budgets; their evidence is at each preset)."""
+    size = known_image_size(name)
+    return size is not None and size <= 16

@@ -150,6 +150,7 @@ DATASETS.add(
         load=load_cifar10,
         description="CIFAR-10, python batches (cifar-10-batches-py or its parent folder)",
         default_dir=None,
+        image_size=32,
     ),
 )
 DATASETS.add(
@@ -159,5 +160,6 @@ DATASETS.add(
         load=load_cifar100,
         description="CIFAR-100 fine labels, python batches (cifar-100-python or its parent)",
         default_dir=None,
+        image_size=32,
     ),
 )

@@ -42,5 +42,6 @@ DATASETS.add(
         description="built-in UCI handwritten digits from scikit-learn (8×8, 10 classes)",
         default_dir=None,
         needs_dir=False,
+        image_size=8,
     ),
 )

@@ -108,6 +108,7 @@ DATASETS.add(
         ),
         description="MNIST, IDX files (.gz or raw; torchvision's MNIST/raw layout too)",
         default_dir=None,
+        image_size=28,
     ),
 )
 DATASETS.add(
@@ -119,5 +120,6 @@ DATASETS.add(
         ),
         description="Fashion-MNIST, IDX files (.gz or raw; torchvision's FashionMNIST/raw too)",
         default_dir="/usr/share/datasets/fashion-mnist",
+        image_size=28,
     ),
 )

@@ -123,7 +123,20 @@ class EDDConfig:
             self.condition_epochs == 0 or getattr(spec.distiller, "can_condition", False),
             f"condition_epochs: base '{self.base}' has no networks to condition; use 0",
         )
-        base_config(self)  # unknown or impossible base_config values fail here, before work
+        self._resolved_base = None
+        _ = self.resolved_base  # unknown or impossible base_config values fail here, before work
+
+    @property
+    def resolved_base(self) -> Any:
+        """The base method's typed config: its defaults ← ``base_config`` (the overrides, as
+        written in YAML or set by the preset), validated. Resolved once, at validation."""
+        cached = getattr(self, "_resolved_base", None)
+        if cached is None:
+            cached = merge(METHODS.get(self.base).config_cls(), self.base_config)
+            if hasattr(cached, "validate"):
+                cached.validate()
+            self._resolved_base = cached
+        return cached
 
 
 def resolve_segments(cfg: EDDConfig, ipc: int) -> tuple[int, ...]:
@@ -163,14 +176,6 @@ def segment_budgets(cfg: EDDConfig, base_iterations: int, segments: tuple[int, .
     if cfg.budget == "per_segment":
         return [base_iterations] * len(segments)
     return split_budget(base_iterations, segments)
-
-
-def base_config(cfg: EDDConfig) -> Any:
-    spec = METHODS.get(cfg.base)
-    base = merge(spec.config_cls(), cfg.base_config)
-    if hasattr(base, "validate"):
-        base.validate()
-    return base
 
 
 class FilterNetwork:
@@ -295,7 +300,7 @@ class EDDState:
 
 def run_edd(ctx: DistillContext, cfg: EDDConfig) -> DistillResult:
     cfg.validate()
-    base_cfg = base_config(cfg)
+    base_cfg = cfg.resolved_base
     segments = resolve_segments(cfg, ctx.ipc)
     factor = getattr(base_cfg, "factor", 1)
     base = METHODS.get(cfg.base)
@@ -470,7 +475,7 @@ def edd_preflight(cfg: EDDConfig, dataset: ImageDataset, ipc: int, device: torch
     """Segments that do not sum to ipc, and the base's own checks; segments always start from
     the base's real initial draw (factor² real images per stored image)."""
     resolve_segments(cfg, ipc)
-    base = base_config(cfg)
+    base = cfg.resolved_base
     METHODS.get(cfg.base).preflight(base, dataset, ipc, device)
     return int(getattr(base, "factor", 1)) ** 2
 
@@ -483,7 +488,7 @@ EDD_OPTIONS = (
 
 
 def edd_steps(cfg: EDDConfig, ctx: DistillContext) -> int:
-    base = base_config(cfg)
+    base = cfg.resolved_base
     rounds = sum(segment_budgets(cfg, base.iterations, resolve_segments(cfg, ctx.ipc)))
     return METHODS.get(cfg.base).steps(replace(base, iterations=rounds), ctx)
 
@@ -498,7 +503,7 @@ METHODS.add(
         steps=edd_steps,
         protocol="idc",
         description="Exclusive Dataset Distillation on top of a base method",
-        distributed=lambda cfg: METHODS.get(cfg.base).distributed(base_config(cfg)),
+        distributed=lambda cfg: METHODS.get(cfg.base).distributed(cfg.resolved_base),
         preflight=edd_preflight,
         options=EDD_OPTIONS,
     ),
@@ -535,7 +540,7 @@ METHODS.add(
         steps=edd_steps,
         protocol="idc",
         description="Progressive Dataset Distillation (Chen et al. 2024) as EDD settings",
-        distributed=lambda cfg: METHODS.get(cfg.base).distributed(base_config(cfg)),
+        distributed=lambda cfg: METHODS.get(cfg.base).distributed(cfg.resolved_base),
         preflight=edd_preflight,
         options=EDD_OPTIONS,
     ),

@@ -41,7 +41,7 @@ from torch.func import functional_call
 from exdistill.augment import DSA_STRATEGY, Augment
 from exdistill.checkpoint import Checkpoint, Checkpointer, checkpoint_due
 from exdistill.config import require, to_dict
-from exdistill.data.base import ImageDataset
+from exdistill.data.base import ImageDataset, small_images
 from exdistill.errors import ConfigError, DataError, NumericalError
 from exdistill.experts import ExpertSet, manifest_digest
 from exdistill.methods.base import (
@@ -476,7 +476,7 @@ def mtt_presets(preset: str, dataset: str, ipc: int, overrides: dict[str, Any]) 
         "max_start_epoch": 5,
         "lr_lr": 1e-5,
     }
-    if dataset == "digits":
+    if small_images(dataset):
         return {**quick, "iterations": 100, "lr_img": 100.0}
     # Not measured here (no CIFAR/Fashion-MNIST files on the build machine): MTT's no-ZCA
     # lr_img for 32×32 sets, 60 iterations ≈ 600 student steps on 100 images (about 10 minutes
