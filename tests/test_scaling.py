@@ -19,7 +19,7 @@ from exdistill.methods.matching import (
     DISTANCES,
     LAYERS,
     ClassBatch,
-    Forward,
+    ForwardOptions,
     available_bytes,
     class_gradients,
     match_and_backward,
@@ -185,7 +185,7 @@ def test_first_order_passes_use_the_second_module():
             calls.append(x.shape[0])
             return net(x)
 
-    fwd = Forward(first_order=Spy())
+    fwd = ForwardOptions(first_order=Spy())
     params = LAYERS.get("conv")(net)
     x = torch.randn(5, 1, 8, 8, requires_grad=True)
     class_gradients(net, params, x, 1, create_graph=True, forward=fwd)

@@ -385,8 +385,8 @@ def distill(
     if result.initial_images is not None:
         atomic_write(
             out / "initial.safetensors",
-            # "order": image i is where image i of the synthetic set started (EDD runs before
-            # 2026-11-29 stored it segment by segment; benchmarks/update_similarity.py)
+            # "order": image i is where image i of the synthetic set started (files without the
+            # key hold EDD's starts segment by segment; benchmarks/update_similarity.py reads both)
             lambda p: save_file(
                 {"images": result.initial_images.contiguous()}, str(p), metadata={"order": "final"}
             ),

@@ -50,7 +50,7 @@ class DMConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     factor: int = 1  # multi-formation: each stored image decodes into factor² images
     init: Literal["real", "noise"] = "real"
-    iterations: int = 20000  # image updates, a fresh network each
+    iterations: int = 20000  # rounds of the segment loop (the budget unit): one image update each
     batch_real: int = 256  # real images per class per iteration
     lr_img: float = 1.0
     momentum_img: float = 0.5

@@ -46,7 +46,7 @@ from exdistill.methods.matching import (
     DISTANCES,
     LAYERS,
     ClassBatch,
-    Forward,
+    ForwardOptions,
     available_bytes,
     match_and_backward,
     resolve_class_chunk,
@@ -68,7 +68,7 @@ class GradMatchConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     factor: int = 2  # multi-formation: each stored image decodes into factor² images
     init: Literal["real", "noise"] = "real"
-    iterations: int = 2000  # outer iterations, a fresh θ each
+    iterations: int = 2000  # rounds of the segment loop (the budget unit): outer iterations
     match_steps: int = 100  # image updates per θ
     net_source: Literal["real", "syn"] = "real"  # what θ trains on between matches
     net_steps: int = 1  # real: SGD steps per match step; syn: epochs over S per θ phase
@@ -261,11 +261,11 @@ class GradientMatching(SegmentLoop):
             net = net.to(memory_format=torch.channels_last)
         return net
 
-    def forward_options(self, net: torch.nn.Module) -> tuple[Forward, torch.nn.Module]:
-        """The matching step's ``Forward`` for ``net``, and the module θ's updates call."""
+    def forward_options(self, net: torch.nn.Module) -> tuple[ForwardOptions, torch.nn.Module]:
+        """The matching step's ``ForwardOptions`` for ``net``, and the module θ's updates call."""
         cfg = self.cfg
         fast = torch.compile(net) if cfg.compile else None
-        forward = Forward(cfg.channels_last, cfg.autocast_bf16, fast)
+        forward = ForwardOptions(cfg.channels_last, cfg.autocast_bf16, fast)
         return forward, (fast if fast is not None else net)
 
     def resolve_chunk(
@@ -285,7 +285,7 @@ class GradientMatching(SegmentLoop):
         if self.device.type == "cpu":  # ranks on one machine share its memory
             available //= self.dist.local_world
         net = self.new_network(torch.Generator().manual_seed(0))
-        forward = Forward(cfg.channels_last, cfg.autocast_bf16)  # compiling to measure: no
+        forward = ForwardOptions(cfg.channels_last, cfg.autocast_bf16)  # compiling to measure: no
         params = LAYERS.get(cfg.layers)(net)
         shape = (self.dataset.channels, *self.dataset.image_size)
         n_real = min(cfg.batch_real, max((len(p) for p in pools), default=1))
@@ -495,12 +495,13 @@ def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dic
     loops = _dc_loops(ipc)
     loops["net_steps"] = max(1, loops["net_steps"] // 5)
     if small_images(dataset):
-        # DC's 40 outer iterations made 2000 matching steps at ipc 50 (935 s, 2026-11-29).
+        # The same 300 matching steps at every ipc: DC's paper loops at 40 outer iterations
+        # would make 2,000 at ipc 50 (935 s on digits, 2 cores).
         iterations = max(1, QUICK_MATCH_STEPS_SMALL // loops["match_steps"])
         return {**base, **loops, "iterations": iterations, "model_options": quick_model_options()}
     # Beyond digits: idc-quick's budget, 200 matching steps on 64 real images per class. DC's
-    # 256 real images per class made one Fashion-MNIST ipc-10 step 6.4 s (21 min a run, 2 cores;
-    # runs/bench-cpu, 2026-11-28); 64 is the real batch of idc and dm quick too.
+    # 256 real images per class make one Fashion-MNIST ipc-10 step 6.4 s (21 min a run on 2
+    # cores); 64 is the real batch of idc and dm quick too.
     iterations = max(1, QUICK_MATCH_STEPS // loops["match_steps"])
     return {
         **base,

@@ -110,7 +110,7 @@ class ClassBatch:
 
 
 @dataclass(frozen=True)
-class Forward:
+class ForwardOptions:
     """How the matching step runs its forward passes: the GPU fast path. Default: eager fp32.
 
     ``channels_last``: images enter the network as NHWC (the network must have been converted
@@ -134,7 +134,7 @@ class Forward:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-PLAIN = Forward()
+PLAIN = ForwardOptions()
 
 
 def class_gradients(
@@ -143,7 +143,7 @@ def class_gradients(
     images: torch.Tensor,
     label: int,
     create_graph: bool,
-    forward: Forward = PLAIN,
+    forward: ForwardOptions = PLAIN,
 ) -> tuple[torch.Tensor, ...]:
     targets = torch.full((images.shape[0],), label, dtype=torch.long, device=images.device)
     images = forward.images(images)
@@ -162,7 +162,7 @@ def class_match_loss(
     batch: ClassBatch,
     augment: Augment | None,
     generator: torch.Generator,
-    forward: Forward = PLAIN,
+    forward: ForwardOptions = PLAIN,
 ) -> torch.Tensor:
     """``weight · D(∇ℓ(A(syn)), ∇ℓ(A(real)))`` with one shared augmentation draw A."""
     real, syn = batch.real, batch.syn
@@ -192,7 +192,7 @@ def match_and_backward(
     generator: torch.Generator,
     class_chunk: int = 0,
     inputs: list[torch.Tensor] | None = None,
-    forward: Forward = PLAIN,
+    forward: ForwardOptions = PLAIN,
     sync: bool = True,
 ) -> float | torch.Tensor:
     """Sum the matching loss over ``classes`` chunk by chunk, back-propagating each chunk into
@@ -294,7 +294,7 @@ def term_bytes(
     distance: Callable[[Grads, Grads], torch.Tensor],
     real: torch.Tensor,
     syn: torch.Tensor,
-    forward: Forward = PLAIN,
+    forward: ForwardOptions = PLAIN,
 ) -> int:
     """Measured bytes the autograd graph of one matching term keeps until its backward.
 

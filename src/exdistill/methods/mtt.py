@@ -70,7 +70,7 @@ class MTTConfig:
     model: str = "convnet"  # must be the experts' model ...
     model_options: dict[str, Any] = field(default_factory=dict)  # ... with the same options
     init: Literal["real", "noise"] = "real"
-    iterations: int = 5000
+    iterations: int = 5000  # image updates, each against one expert segment
     syn_steps: int = 30  # N: student steps per iteration
     expert_epochs: int = 2  # M: the target is the expert M epochs after the start
     max_start_epoch: int = 20  # start epochs are drawn from [0, max_start_epoch)
@@ -300,26 +300,26 @@ class TrajectoryMatching:
         resume: MTTState | None = None,
         save: Callable[[MTTState], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distill ``images (M, C, H, W)`` with ``labels (M,)``; returns (images, step size (1,)).
+        """Distill ``images (M, C, H, W)`` with ``labels (M,)``; returns (images, step size α (1,)).
 
         ``resume`` continues after its iteration; ``save(MTTState)`` runs every
         ``checkpoint_every`` iterations and after the last.
         """
         cfg, progress = self.cfg, or_null(self.ctx.progress)
-        syn, step, opt_img, opt_lr, done = self._start(images, gen, resume)
+        syn, alpha, opt_img, opt_lr, done = self._start(images, gen, resume)
         labels = labels.to(self.device)
         progress.update(min(done, cfg.iterations))
         for it in range(done, cfg.iterations):
-            record = self.match_step(syn, labels, step, opt_img, opt_lr, gen, it)
+            record = self.match_step(syn, labels, alpha, opt_img, opt_lr, gen, it)
             self.ctx.log(record)
             progress.update(1)
             progress.set_postfix_str(f"loss {record['loss']:.4g} α {record['step_size']:.4g}")
             if save is not None and checkpoint_due(it + 1, cfg.iterations, cfg.checkpoint_every):
                 momentum = opt_img.state[syn].get("momentum_buffer")
                 images_state = SegmentState(it + 1, syn.detach(), gen.get_state(), momentum)
-                step_momentum = opt_lr.state[step].get("momentum_buffer")
-                save(MTTState(images_state, step.detach(), step_momentum))
-        return syn.detach(), step.detach().reshape(1)
+                step_momentum = opt_lr.state[alpha].get("momentum_buffer")
+                save(MTTState(images_state, alpha.detach(), step_momentum))
+        return syn.detach(), alpha.detach().reshape(1)
 
     def _start(self, images: torch.Tensor, gen: torch.Generator, resume: MTTState | None):
         """Images and α as leaves with their optimisers, restored from ``resume`` if given."""
@@ -333,19 +333,19 @@ class TrajectoryMatching:
             gen,
         )
         alpha = torch.tensor(cfg.lr_teacher) if resume is None else resume.step_size.reshape(())
-        step = alpha.detach().clone().to(self.device).requires_grad_(True)
-        opt_lr = torch.optim.SGD([step], lr=cfg.lr_lr, momentum=cfg.momentum_lr)
+        alpha = alpha.detach().clone().to(self.device).requires_grad_(True)
+        opt_lr = torch.optim.SGD([alpha], lr=cfg.lr_lr, momentum=cfg.momentum_lr)
         if resume is None:
-            return syn, step, opt_img, opt_lr, 0
+            return syn, alpha, opt_img, opt_lr, 0
         if resume.step_momentum is not None:
-            opt_lr.state[step]["momentum_buffer"] = resume.step_momentum.reshape(()).to(step)
-        return syn, step, opt_img, opt_lr, resume.images.iteration
+            opt_lr.state[alpha]["momentum_buffer"] = resume.step_momentum.reshape(()).to(alpha)
+        return syn, alpha, opt_img, opt_lr, resume.images.iteration
 
     def match_step(
         self,
         syn: torch.Tensor,
         labels: torch.Tensor,
-        step: torch.Tensor,
+        alpha: torch.Tensor,
         opt_img: torch.optim.Optimizer,
         opt_lr: torch.optim.Optimizer,
         gen: torch.Generator,
@@ -362,7 +362,7 @@ class TrajectoryMatching:
             target,
             syn,
             labels,
-            step,
+            alpha,
             cfg.syn_steps,
             cfg.batch_syn,
             gen,
@@ -378,23 +378,23 @@ class TrajectoryMatching:
             loss.backward()
         opt_img.step()
         opt_lr.step()
-        self._check_finite(syn, step, it)
+        self._check_finite(syn, alpha, it)
         return {
             "iteration": it,
             "loss": value,
-            "step_size": float(step.detach()),
+            "step_size": float(alpha.detach()),
             "expert": expert,
             "start_epoch": start_epoch,
         }
 
     @staticmethod
-    def _check_finite(syn: torch.Tensor, step: torch.Tensor, it: int) -> None:
+    def _check_finite(syn: torch.Tensor, alpha: torch.Tensor, it: int) -> None:
         if not torch.isfinite(syn).all():
             raise NumericalError(f"synthetic images hold NaN/Inf after iteration {it}")
-        alpha = float(step.detach())
-        if not math.isfinite(alpha) or alpha <= 0:
+        value = float(alpha.detach())
+        if not math.isfinite(value) or value <= 0:
             raise NumericalError(
-                f"the learned step size became {alpha} after iteration {it} (lower lr_lr)"
+                f"the learned step size became {value} after iteration {it} (lower lr_lr)"
             )
 
 
@@ -406,11 +406,11 @@ def run_mtt(ctx: DistillContext, cfg: MTTConfig) -> DistillResult:
     if ctx.checkpoint is not None:
         resume = _resume_state(ctx.checkpoint)
         save = partial(_save_state, ctx.checkpoint)
-    images, step = matcher.distill(
+    images, alpha = matcher.distill(
         syn.images, syn.labels, generator(ctx.seed, "distill"), resume, save
     )
-    syn.images, syn.step_size = images.cpu(), step.cpu()
-    return DistillResult(syn, initial, {"step_size": float(step)})
+    syn.images, syn.step_size = images.cpu(), alpha.cpu()
+    return DistillResult(syn, initial, {"step_size": float(alpha)})
 
 
 def mtt_steps(cfg: MTTConfig, ctx: DistillContext) -> int:
