@@ -24,6 +24,7 @@ from exdistill.bench import (
     plan,
     render_markdown,
     run_suite,
+    runner,
 )
 from exdistill.errors import ConfigError
 from exdistill.tables import best_rows, markdown_table, pct
@@ -212,7 +213,7 @@ def fake_cells(tmp_path, monkeypatch):
     """Cells run the fake script; returns a function reading the events of one suite run."""
     script = tmp_path / "fake_exdistill.py"
     script.write_text(FAKE_EXDISTILL)
-    monkeypatch.setattr(bench, "EXDISTILL", (sys.executable, str(script)))
+    monkeypatch.setattr(runner, "EXDISTILL", (sys.executable, str(script)))
 
     def events_of(name: str) -> Callable[[], list[dict]]:
         monkeypatch.setenv("FAKE_EVENTS", str(tmp_path / "events" / name))
@@ -294,14 +295,14 @@ def test_concurrency_sets_threads_per_cell_unless_the_user_did():
     assert concurrency(2, {}, 8).threads == 4 and concurrency(3, {}, 2).threads == 1
     kept = concurrency(2, {"OMP_NUM_THREADS": "3"}, 8)
     assert kept.env == {} and kept.threads == 3
-    assert concurrency(1, {}, 8).env == {}  # one job: the environment as before --jobs
+    assert concurrency(1, {}, 8).env == {}  # one job: the environment untouched
     with pytest.raises(ConfigError, match="--jobs"):
         concurrency(0, {}, 2)
 
 
 def test_cells_get_the_thread_variables(tmp_path, fake_cells, monkeypatch):
     suite = Suite("t", ("digits",), (1,), ("random", "idc"), full_data=False)
-    monkeypatch.setattr(bench, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(runner, "usable_cpus", lambda: 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     events = fake_cells("set")
@@ -343,10 +344,10 @@ def test_peak_memory_is_the_childs_own_not_this_processs(tmp_path, monkeypatch) 
         "block = bytearray(64 * 2**20)\n"
         "block[:: 4096] = b'1' * (len(block) // 4096)\n"
     )
-    monkeypatch.setattr(bench, "EXDISTILL", (sys.executable, str(script)))
+    monkeypatch.setattr(runner, "EXDISTILL", (sys.executable, str(script)))
     ballast = bytearray(2**30)  # 1 GiB resident in this process while the child starts
     ballast[::4096] = b"1" * (len(ballast) // 4096)
-    result = bench.run_process([], tmp_path / "child.log")
+    result = runner.run_process([], tmp_path / "child.log")
     del ballast
     assert result.returncode == 0
     assert result.peak_rss_gib is not None

@@ -1,13 +1,8 @@
-"""The benchmark suite: datasets × ipc × methods under one protocol and seed, resumable.
+"""Running a suite's cells, each in its own process, resumably.
 
-    exdistill bench --suite cpu --out runs/bench-cpu --data-root ../shared/data
-
-Comparable by construction: every cell of a suite uses the same evaluation protocol, repeats
-and seed; the random-subset and full-data rows come from the same protocol.
-
-Each cell runs in its own process (``python -m exdistill distill|baseline``), so its peak
-resident memory is measured alone (``wait4``) and a crash — out of memory, a bad config — fails
-that cell only: it is recorded with its error and the suite goes on. A cell's run directory is
+Each cell runs as ``python -m exdistill distill|baseline``, so its peak resident memory is
+measured alone and a crash — out of memory, a bad config — fails that cell only: it is recorded
+with its error and the suite goes on. A cell's run directory is
 ``OUT/cells/<dataset>/ipc<k>/<method>``; a finished one is read back, never recomputed (unless
 its config hash differs from what the code resolves now: then it is stale and rerun), so a
 killed suite continues where it stopped (``--resume``); an unfinished one continues from its
@@ -21,225 +16,44 @@ whose threads mostly wait on each other (see docs/benchmarks.md).
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import os
-import platform
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from exdistill import __version__
+from exdistill.bench.records import CellRecord, Concurrency, _now
+from exdistill.bench.render import describe, write_results
+from exdistill.bench.suites import (
+    BENCH_DATASETS,
+    FULL,
+    SELECTION,
+    Cell,
+    Suite,
+    plan,
+    resolve_data_dir,
+)
 from exdistill.errors import ConfigError
 from exdistill.io import write_json, write_text
 from exdistill.memory import PEAK_FILE_ENV, read_peak
-from exdistill.registry import Registry
-from exdistill.tables import best_rows, markdown_table, pct
-
-FULL = "full"  # the full-data row of a dataset (ipc 0 in its cell)
-SELECTION = ("random",)  # rows computed by ``exdistill baseline`` instead of ``distill``
-
-
-# ----------------------------------------------------------------------------- datasets
-@dataclass(frozen=True)
-class BenchDataset:
-    """A dataset as the suite names it: the loader and where its files usually live."""
-
-    key: str
-    loader: str
-    label: str
-    subdir: str | None = None  # under --data-root; None: built in or the loader's default
-
-
-BENCH_DATASETS: Registry[BenchDataset] = Registry("bench dataset")
-for _ds in (
-    BenchDataset("digits", "digits", "digits (8×8, built in)"),
-    BenchDataset("fashion-mnist", "fashion-mnist", "Fashion-MNIST", "fashion-mnist"),
-    BenchDataset("cifar10-jpeg", "imagefolder", "CIFAR-10 (JPEG)", "cifar10-jpeg"),
-    BenchDataset("cifar10", "cifar10", "CIFAR-10", "cifar-10-batches-py"),
-):
-    BENCH_DATASETS.add(_ds.key, _ds)
-
-
-def resolve_data_dir(
-    key: str, data_dirs: dict[str, str], data_root: str | None
-) -> tuple[str | None, str | None]:
-    """``(data_dir, None)`` for a usable dataset, ``(None, reason)`` when its files are missing.
-
-    Order: ``--data KEY=PATH``, then ``--data-root/<subdir>``, then the loader's default.
-    """
-    from exdistill.data.base import DATASETS
-
-    ds = BENCH_DATASETS.get(key)
-    spec = DATASETS.get(ds.loader)
-    if key in data_dirs:
-        path = Path(data_dirs[key]).expanduser()
-        return (str(path), None) if path.exists() else (None, f"{path} not found")
-    if not spec.needs_dir:
-        return None, None
-    if data_root and ds.subdir and (Path(data_root).expanduser() / ds.subdir).exists():
-        return str(Path(data_root).expanduser() / ds.subdir), None
-    if spec.default_dir and Path(spec.default_dir).expanduser().exists():
-        return None, None
-    return None, f"no data: pass --data {key}=PATH or --data-root DIR"
-
-
-# ----------------------------------------------------------------------------- suites
-@dataclass(frozen=True)
-class Suite:
-    """A grid of cells and the one protocol that judges them all."""
-
-    name: str
-    datasets: tuple[str, ...]
-    ipcs: tuple[int, ...]
-    methods: tuple[str, ...]  # "random" = fresh random subsets (the baseline row)
-    preset: str = "quick"
-    protocol: str = "idc-quick"
-    repeats: int = 3
-    seed: int = 0
-    method_ipcs: dict[str, tuple[int, ...]] = field(default_factory=dict)  # restricts a method
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method config values
-    full_data: bool = True  # add each dataset's full-data row
-    description: str = ""
-
-
-SUITES: Registry[Suite] = Registry("suite")
-_ALL_METHODS = ("random", "herding", "dc", "dsa", "dm", "idc", "edd", "mtt")
-
-SUITES.add(
-    "smoke",
-    Suite(
-        "smoke",
-        datasets=("digits",),
-        ipcs=(1, 10),
-        methods=_ALL_METHODS,
-        protocol="idc-smoke",
-        repeats=2,
-        overrides={
-            "dc": {"iterations": 2},
-            "dsa": {"iterations": 2},
-            "idc": {"iterations": 3},
-            "edd": {"base_config": {"iterations": 4}, "filter": {"max_steps": 100}},
-            "dm": {"iterations": 30},
-            "mtt": {"iterations": 5},
-            "herding": {"train": {"max_steps": 100}},
-        },
-        description="digits, ipc 1 and 10, every method with tiny budgets: an end-to-end check "
-        "(under 10 minutes on 2 cores); accuracies mean little",
-    ),
-)
-SUITES.add(
-    "cpu",
-    Suite(
-        "cpu",
-        datasets=("digits", "fashion-mnist", "cifar10-jpeg"),
-        ipcs=(1, 10, 50),
-        methods=_ALL_METHODS,
-        # EDD at ipc 1 is one segment: its base, image for image (tested), so not recomputed.
-        method_ipcs={"mtt": (1, 10), "edd": (10, 50)},
-        # EDD's evaluations after each segment are an analysis, not part of the method.
-        overrides={"edd": {"segment_evals": False}},
-        description="digits, Fashion-MNIST, CIFAR-10 (JPEG) × ipc 1, 10, 50, quick presets, "
-        "protocol idc-quick (ConvNet width 32, ≤1500 SGD steps), 3 repeats, 2 CPU cores",
-    ),
-)
-SUITES.add(
-    "paper",
-    Suite(
-        "paper",
-        datasets=("fashion-mnist", "cifar10"),
-        ipcs=(1, 10, 50),
-        methods=_ALL_METHODS,
-        preset="paper",
-        protocol="idc",
-        repeats=5,
-        description="the published settings and the idc protocol, 5 repeats: for a GPU "
-        "(--device cuda)",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Cell:
-    dataset: str
-    ipc: int  # 0 for the full-data row
-    method: str
-
-    @property
-    def key(self) -> str:
-        return (
-            f"{self.dataset}/{FULL}"
-            if self.method == FULL
-            else (f"{self.dataset}/ipc{self.ipc}/{self.method}")
-        )
-
-
-ONLY_KEYS = ("method", "dataset", "ipc")
-
-
-def parse_only(text: str | None) -> dict[str, set[str]]:
-    """``"method=dc+idc,ipc=10"`` → ``{"method": {"dc", "idc"}, "ipc": {"10"}}``."""
-    if not text:
-        return {}
-    out: dict[str, set[str]] = {}
-    for part in text.split(","):
-        key, sep, values = part.partition("=")
-        key = key.strip()
-        if not sep or key not in ONLY_KEYS or not values:
-            raise ConfigError(
-                f"--only: expected key=value[+value] with key in {', '.join(ONLY_KEYS)}, "
-                f"got '{part}'"
-            )
-        out.setdefault(key, set()).update(v.strip() for v in values.split("+"))
-    return out
-
-
-def plan(suite: Suite, only: dict[str, set[str]] | None = None) -> list[Cell]:
-    """The suite's cells, small ipc first (so a partial run covers every dataset), then the
-    full-data rows (the most expensive, and cached across suites)."""
-    only = only or {}
-
-    def wanted(cell: Cell) -> bool:
-        checks = {"method": cell.method, "dataset": cell.dataset, "ipc": str(cell.ipc)}
-        return all(checks[k] in v for k, v in only.items() if not (k == "ipc" and cell.ipc == 0))
-
-    cells = [
-        Cell(ds, ipc, m)
-        for ipc in suite.ipcs
-        for ds in suite.datasets
-        for m in suite.methods
-        if ipc in suite.method_ipcs.get(m, (ipc,))
-    ]
-    if suite.full_data:
-        cells += [Cell(ds, 0, FULL) for ds in suite.datasets]
-    return [c for c in cells if wanted(c)]
 
 
 # ----------------------------------------------------------------------------- concurrency
-@dataclass(frozen=True)
-class Concurrency:
-    """How many cells run at a time and the intra-op threads each cell's process gets."""
-
-    jobs: int = 1
-    threads: int | None = None  # per cell; None: not known
-    env: dict[str, str] = field(default_factory=dict)  # added to each cell's environment
-
-
 def concurrency(jobs: int, environ: Mapping[str, str], cpus: int) -> Concurrency:
     """``jobs`` cells at a time on ``cpus`` cores: ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` =
     max(1, cpus // jobs) for each, unless the user set ``OMP_NUM_THREADS`` (then it is kept).
-    One job leaves the environment as it is (torch's default threads), as before ``--jobs``.
+    One job leaves the environment as it is: that cell has the cores to itself, so it gets
+    torch's default threads, like a plain ``exdistill distill``.
 
     Example: ``concurrency(2, {}, 2).env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}``.
     """
@@ -376,7 +190,8 @@ def expected_config_hashes(cell: Cell, ctx: CellContext) -> set[str] | None:
     """The config hashes a distill cell computed now may carry (``None``: not a distill cell,
     or not resolvable here). A finished cell with another hash is stale: the code's presets or
     the suite's overrides changed since it ran. An MTT cell's hash names its experts by their
-    manifest's digest; cells finished before that named them by path, also accepted."""
+    manifest's digest, or by their path (the form cells on disk may carry): both name the
+    same experts, so either one is current."""
     from exdistill.config import config_hash, to_dict
     from exdistill.methods import METHODS, resolve_config
 
@@ -413,34 +228,7 @@ def _experts_argv(cell: Cell, ctx: CellContext) -> list[str]:
 CELL_PREPARE: dict[str, Callable[[Cell, CellContext], list[str]]] = {"mtt": _experts_argv}
 
 
-# ----------------------------------------------------------------------------- running
-@dataclass
-class CellRecord:
-    """One cell's outcome, as results.json stores it."""
-
-    dataset: str
-    ipc: int
-    method: str
-    status: str  # done | failed | skipped | unavailable | pending
-    test_acc_mean: float | None = None
-    test_acc_std: float | None = None
-    test_accs: list[float] = field(default_factory=list)
-    val_acc_mean: float | None = None
-    distill_seconds: float | None = None
-    eval_seconds: float | None = None
-    wall_seconds: float | None = None
-    peak_rss_gib: float | None = None
-    jobs: int | None = None  # cells running at a time when this one ran (None: not recorded)
-    threads: int | None = None  # its intra-op threads
-    update_similarity: float | None = None
-    config_hash: str | None = None
-    library_version: str | None = None
-    run_dir: str | None = None
-    grid: str | None = None
-    error: str | None = None
-    cached: bool = False
-
-
+# ----------------------------------------------------------------------------- finished cells
 def _is_done(run_dir: Path) -> bool:
     try:
         status = json.loads((run_dir / "run.json").read_text()).get("status")
@@ -482,6 +270,7 @@ def read_cell(cell: Cell, run_dir: Path, cached: bool) -> CellRecord:
     )
 
 
+# ----------------------------------------------------------------------------- processes
 @dataclass
 class ProcessResult:
     returncode: int
@@ -558,6 +347,7 @@ def _failure(result: ProcessResult) -> str:
     return result.tail or f"exit status {result.returncode}"
 
 
+# ----------------------------------------------------------------------------- running
 def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
     """Compute one cell in a child process (or read it back when finished)."""
     from exdistill.methods import METHODS
@@ -758,244 +548,3 @@ def _read_invocations(out: Path) -> list[dict[str, Any]]:
         return list(json.loads((out / "results.json").read_text()).get("invocations", []))
     except (OSError, ValueError):
         return []
-
-
-def suite_wall_seconds(invocations: list[dict[str, Any]]) -> float:
-    """The suite's wall time: the bench commands that computed its cells, summed."""
-    return sum(i["wall_seconds"] for i in invocations)
-
-
-def _wall_text(invocations: list[dict[str, Any]]) -> str:
-    """' Wall time: …' over the bench commands that computed cells, or ''."""
-    if not invocations:
-        return ""
-    total = suite_wall_seconds(invocations)
-    cells = sum(i["cells_computed"] for i in invocations)
-    runs = len(invocations)
-    how = "one command" if runs == 1 else f"{runs} commands (resumed), summed"
-    return f" Wall time: {_hours(total)} for {cells} computed cells, {how}."
-
-
-def _hours(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def describe(r: CellRecord) -> str:
-    where = f"{r.dataset} " + ("full data" if r.method == FULL else f"ipc {r.ipc} {r.method}")
-    if r.status != "done":
-        return f"{where}: {r.status}" + (f" — {r.error}" if r.error else "")
-    cost = []
-    if r.distill_seconds:
-        cost.append(f"distill {r.distill_seconds:.0f} s")
-    if r.eval_seconds is not None:
-        cost.append(f"eval {r.eval_seconds:.0f} s")
-    if r.peak_rss_gib is not None:
-        cost.append(f"{r.peak_rss_gib:.2f} GiB")
-    cached = ", cached" if r.cached else ""
-    return f"{where}: {pct(r.test_acc_mean, r.test_acc_std)} % ({', '.join(cost)}{cached})"
-
-
-# ----------------------------------------------------------------------------- outputs
-def write_results(
-    out: Path,
-    suite: Suite,
-    records: list[CellRecord],
-    settings: Concurrency | None = None,
-    invocations: list[dict[str, Any]] | None = None,
-) -> None:
-    """results.json, results.md, plots and grids; ``settings``: how this run runs its cells
-    (each record also keeps how it ran); ``invocations``: wall time of each bench command that
-    computed cells of this directory."""
-    settings = settings or Concurrency()
-    invocations = [i for i in invocations or [] if i.get("cells_computed")]
-    done = [r for r in records if r.status == "done"]
-    write_json(
-        out / "results.json",
-        {
-            "suite": asdict(suite),
-            "updated": _now(),
-            "library_version": __version__,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "jobs": settings.jobs,
-            "threads_per_cell": settings.threads,
-            "invocations": invocations,
-            "cells": [asdict(r) for r in records],
-        },
-    )
-    write_text(out / "results.md", render_markdown(suite, records, invocations))
-    _copy_grids(out, done)
-    _plots(out, suite, done)
-
-
-def render_markdown(
-    suite: Suite, records: list[CellRecord], invocations: list[dict[str, Any]] | None = None
-) -> str:
-    """Per dataset: methods × ipc, test accuracy % mean ± std, best per column in bold."""
-    lines = [
-        f"# Benchmark suite `{suite.name}`",
-        "",
-        f"{suite.description}. Protocol `{suite.protocol}`, {suite.repeats} evaluation repeats, "
-        f"seed {suite.seed}, preset `{suite.preset}`. Test accuracy %, mean ± std. Best per "
-        f"column in bold (the full-data row is the upper bound, not a contender). "
-        f"Updated {_now()}, exdistill {__version__}."
-        + _ran_text(records, " Costs measured with {}.")
-        + _wall_text(invocations or []),
-    ]
-    by_key = {(r.dataset, r.ipc, r.method): r for r in records}
-    for ds in suite.datasets:
-        ipcs = [i for i in suite.ipcs if any(r.dataset == ds and r.ipc == i for r in records)]
-        methods = [
-            m for m in suite.methods if any(r.dataset == ds and r.method == m for r in records)
-        ]
-        if not ipcs:
-            continue
-        lines += ["", f"## {BENCH_DATASETS.get(ds).label}", ""]
-        rows = [[m] for m in methods]
-        costs = [[m] for m in methods]
-        for ipc in ipcs:
-            cells = [by_key.get((ds, ipc, m)) for m in methods]
-            means = [c.test_acc_mean if c and c.status == "done" else None for c in cells]
-            best = best_rows(means)
-            for i, c in enumerate(cells):
-                text = _cell_text(c)
-                rows[i].append(f"**{text}**" if i in best else text)
-                costs[i].append(_cost_text(c))
-        full = by_key.get((ds, 0, FULL))
-        if full is not None:
-            rows.append(["full data", *[_cell_text(full)] * len(ipcs)])
-        header = ["method", *[f"ipc {i}" for i in ipcs]]
-        lines.append(markdown_table(header, rows))
-        caption = "Cost per cell: distillation s / evaluation s / peak memory GiB"
-        ran = _ran_text([r for r in records if r.dataset == ds], " ({})")
-        lines += ["", f"{caption}{ran}.", ""]
-        lines.append(markdown_table(header, costs))
-    failed = [r for r in records if r.status in ("failed", "skipped", "unavailable")]
-    if failed:
-        lines += ["", "## Not computed", ""]
-        lines += [f"- {r.dataset} ipc {r.ipc} {r.method}: {r.status} — {r.error}" for r in failed]
-    return "\n".join(lines) + "\n"
-
-
-def _ran_text(records: Iterable[CellRecord], template: str) -> str:
-    """How the finished cells ran, e.g. "2 cells at a time, 1 thread each", put in
-    ``template`` ("" when none is finished): their costs depend on it."""
-    counts = Counter((r.jobs, r.threads) for r in records if r.status == "done")
-    if not counts:
-        return ""
-    parts = [
-        _setting_text(jobs, threads) + (f" ({n} cells)" if len(counts) > 1 else "")
-        for (jobs, threads), n in counts.most_common()
-    ]
-    return template.format("; ".join(parts))
-
-
-def _setting_text(jobs: int | None, threads: int | None) -> str:
-    if jobs is None:
-        return "setting not recorded"
-    text = f"{jobs} cell{'s' if jobs != 1 else ''} at a time"
-    if threads is not None:
-        text += f", {threads} thread{'s' if threads != 1 else ''} each"
-    return text
-
-
-def _cell_text(r: CellRecord | None) -> str:
-    if r is None or r.status == "pending":
-        return "—"
-    if r.status != "done":
-        return r.status
-    return pct(r.test_acc_mean, r.test_acc_std)
-
-
-def _cost_text(r: CellRecord | None) -> str:
-    if r is None or r.status != "done":
-        return "—"
-
-    def num(v: float | None, fmt: str) -> str:
-        return "?" if v is None else format(v, fmt)
-
-    return (
-        f"{num(r.distill_seconds, '.0f')} / {num(r.eval_seconds, '.0f')} / "
-        f"{num(r.peak_rss_gib, '.2f')}"
-    )
-
-
-def _copy_grids(out: Path, records: list[CellRecord]) -> None:
-    for r in records:
-        if r.grid:
-            dest = out / "grids" / f"{r.dataset}-ipc{r.ipc}-{r.method}.png"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(r.grid, dest)
-
-
-def _plots(out: Path, suite: Suite, records: list[CellRecord]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from exdistill.io import atomic_write
-
-    for ds in suite.datasets:
-        rows = [r for r in records if r.dataset == ds and r.method != FULL]
-        if not rows:
-            continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for m in suite.methods:
-            pts = sorted((r.ipc, r.test_acc_mean, r.test_acc_std) for r in rows if r.method == m)
-            if pts:
-                x, y, e = zip(*pts, strict=True)
-                ax.errorbar(
-                    x,
-                    [100 * v for v in y],
-                    yerr=[100 * v for v in e],
-                    marker="o",
-                    capsize=3,
-                    label=m,
-                )
-        full = [r for r in records if r.dataset == ds and r.method == FULL]
-        if full:
-            ax.axhline(100 * full[0].test_acc_mean, color="k", ls="--", lw=1, label="full data")
-        ax.set(
-            xscale="log",
-            xlabel="images per class",
-            ylabel="test accuracy %",
-            title=BENCH_DATASETS.get(ds).label,
-        )
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        atomic_write(
-            out / f"accuracy_vs_ipc_{ds}.png", lambda p, f=fig: f.savefig(p, dpi=110, format="png")
-        )
-        plt.close(fig)
-    timed = [r for r in records if r.method != FULL and r.distill_seconds]
-    if timed:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        markers = dict(zip(suite.datasets, "osD^v", strict=False))
-        colors = {m: f"C{i}" for i, m in enumerate(suite.methods)}
-        for r in timed:
-            ax.scatter(
-                r.distill_seconds,
-                100 * r.test_acc_mean,
-                c=colors.get(r.method, "k"),
-                marker=markers.get(r.dataset, "o"),
-                s=18,
-            )
-        for m, c in colors.items():
-            ax.scatter([], [], c=c, label=m, s=18)
-        ax.set(
-            xscale="log",
-            xlabel="distillation seconds",
-            ylabel="test accuracy %",
-            title="time vs accuracy (marker = dataset)",
-        )
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        atomic_write(
-            out / "time_vs_accuracy.png", lambda p, f=fig: f.savefig(p, dpi=110, format="png")
-        )
-        plt.close(fig)
