@@ -5,9 +5,10 @@
         --variant "random=random" --variant "idc f2=idc" --variant "idc f1=idc:factor=1"
 
 A variant is ``LABEL=METHOD[:key=value,key=value]`` (values parsed as YAML; ``;`` separates list
-items, e.g. ``segments=5;5``). Every variant is distilled once per seed with the same preset,
-and each set is judged by the validation accuracy of ``--repeats`` fresh networks (10 % of the
-training data, stratified). The pipeline also computes test accuracy (in each run's
+items, e.g. ``segments=5;5``; a dotted key sets a nested value, e.g. ``base_config.factor=1``).
+Every variant is distilled once per seed with the same preset, and each set is judged by the
+validation accuracy of ``--repeats`` fresh networks (10 % of the training data, stratified).
+The pipeline also computes test accuracy (in each run's
 metrics.json); this script never reads it, so the choice it informs is made on validation only.
 
 A seed's score is the mean over its evaluation networks; the table gives the mean ± std of those
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 import yaml
 
+from exdistill.errors import ExdistillError
 from exdistill.io import write_json, write_text
 from exdistill.pipeline import RunConfig, distill
 from exdistill.tables import markdown_table, pct
@@ -41,6 +43,8 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
 
     >>> parse_variant("edd=edd:segments=5;5,reg_weight=0")
     ('edd', 'edd', {'segments': [5, 5], 'reg_weight': 0})
+    >>> parse_variant("f1=edd:base_config.factor=1,base_config.iterations=2")
+    ('f1', 'edd', {'base_config': {'factor': 1, 'iterations': 2}})
     """
     label, _, spec = text.partition("=")
     method, _, rest = spec.partition(":")
@@ -48,7 +52,11 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
         parsed = [yaml.safe_load(v) for v in value.split(";")] if ";" in value else None
-        overrides[key.strip()] = parsed if parsed is not None else yaml.safe_load(value)
+        *parents, leaf = key.strip().split(".")
+        target = overrides
+        for name in parents:
+            target = target.setdefault(name, {})
+        target[leaf] = parsed if parsed is not None else yaml.safe_load(value)
     if not label or not method:
         raise SystemExit(f"--variant {text!r}: expected LABEL=METHOD[:key=value,...]")
     return label.strip(), method.strip(), overrides
@@ -98,7 +106,10 @@ def main() -> None:
     jobs = [(v, s) for v in variants for s in seeds]
     for i, ((label, method, overrides), seed) in enumerate(jobs):
         if i % count == index:
-            run_one(args, method, overrides, seed, root / slug(label) / f"seed{seed}")
+            try:
+                run_one(args, method, overrides, seed, root / slug(label) / f"seed{seed}")
+            except ExdistillError as err:  # a bad variant must not stop the others
+                print(f"{label}, seed {seed}: {err}", flush=True)
     if count > 1 and index != 0:
         return
     cells: dict[str, Any] = {}

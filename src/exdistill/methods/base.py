@@ -108,6 +108,10 @@ class MethodSpec:
     # exists; raises ExdistillError; returns real images per class drawn per ipc.
     preflight: Callable[[Any, ImageDataset, int, torch.device], int] = standard_preflight
     options: tuple[CliOption, ...] = ()  # the method's own ``exdistill distill`` flags
+    # Overrides of the quick preset for a run of about a second on digits at ``smoke_ipc``:
+    # the tests run every registered method with them (a new method is tested as registered).
+    smoke: dict[str, Any] = field(default_factory=dict)
+    smoke_ipc: int = 2
 
 
 METHODS: Registry[MethodSpec] = Registry("method")

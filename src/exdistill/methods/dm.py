@@ -295,6 +295,7 @@ METHODS.add(
         protocol="dsa",  # DM evaluates with DSA augmentation, 1000 epochs (DC recipe)
         description="Distribution Matching (mean embeddings, Zhao & Bilen 2023)",
         distiller=DistributionMatching,
+        smoke={"iterations": 4, "model_options": {"width": 8}},
     ),
 )
 

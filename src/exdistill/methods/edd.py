@@ -493,6 +493,18 @@ def edd_steps(cfg: EDDConfig, ctx: DistillContext) -> int:
     return METHODS.get(cfg.base).steps(replace(base, iterations=rounds), ctx)
 
 
+SMOKE_BASE: dict[str, Any] = {
+    "iterations": 2,
+    "match_steps": 2,
+    "model_options": {"width": 8},
+    "factor": 2,
+}
+SMOKE_FILTER: dict[str, Any] = {
+    "filter": {"epochs": 2, "max_steps": 4},
+    "filter_model_options": {"width": 8},
+    "segment_evals": False,
+}
+
 METHODS.add(
     "edd",
     MethodSpec(
@@ -506,6 +518,10 @@ METHODS.add(
         distributed=lambda cfg: METHODS.get(cfg.base).distributed(cfg.resolved_base),
         preflight=edd_preflight,
         options=EDD_OPTIONS,
+        smoke={
+            "base_config": {**SMOKE_BASE, "iterations": 4},
+            **SMOKE_FILTER,
+        },
     ),
 )
 
@@ -543,5 +559,12 @@ METHODS.add(
         distributed=lambda cfg: METHODS.get(cfg.base).distributed(cfg.resolved_base),
         preflight=edd_preflight,
         options=EDD_OPTIONS,
+        smoke={
+            "base_config": SMOKE_BASE,
+            **SMOKE_FILTER,
+            "filter_networks": 2,
+            "condition_epochs": 2,
+            "condition_max_steps": 3,
+        },
     ),
 )

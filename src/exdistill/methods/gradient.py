@@ -550,6 +550,8 @@ def idc_presets(preset: str, dataset: str, ipc: int, overrides=None) -> dict[str
     }
 
 
+SMOKE: dict[str, Any] = {"iterations": 2, "match_steps": 2, "model_options": {"width": 8}}
+
 for _name, _presets, _proto, _desc in (
     ("dc", dc_presets, "dc", "Dataset Condensation (gradient matching, Zhao et al. 2021)"),
     ("dsa", dsa_presets, "dsa", "DC with siamese augmentation (Zhao & Bilen 2021)"),
@@ -567,6 +569,7 @@ for _name, _presets, _proto, _desc in (
             description=_desc,
             distiller=GradientMatching,
             distributed=lambda cfg: True,
+            smoke={**SMOKE, "factor": 2} if _name == "idc" else SMOKE,
         ),
     )
 

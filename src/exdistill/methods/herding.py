@@ -180,6 +180,7 @@ METHODS.add(
         protocol="idc",  # as ``random``: both select real images, so one table compares them
         description="real subset picked by feature-mean herding (ConvNet trained on R)",
         selects_real=True,
+        smoke={"model_options": {"width": 8}, "train": {"epochs": 2}},
     ),
 )
 

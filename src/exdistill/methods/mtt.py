@@ -501,6 +501,15 @@ METHODS.add(
         protocol="dsa",
         description="Matching Training Trajectories (Cazenavette et al. 2022)",
         preflight=mtt_preflight,
+        # with experts of width 8 and at least 3 epochs (the tests train them)
+        smoke={
+            "model_options": {"width": 8},
+            "iterations": 3,
+            "syn_steps": 2,
+            "expert_epochs": 1,
+            "max_start_epoch": 2,
+        },
+        smoke_ipc=1,
         options=(
             CliOption("--experts", "experts", "MTT: directory of expert trajectories"),
             CliOption(

@@ -20,7 +20,7 @@ from exdistill.data import DATASETS, describe_datasets, load_dataset
 from exdistill.data.idx import FASHION_CLASSES
 from exdistill.errors import ConfigError, DataError
 
-SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
 N_TRAIN, N_TEST, N_CLASSES = 40, 20, 4  # 10 train images per class
 
 
