@@ -21,17 +21,15 @@ The learned α is saved in the set (``SyntheticSet.step_size``); evaluation unde
 own protocol family (``dsa``, ``dsa-quick``) trains at α, as the official evaluation does
 (``args.lr_net = syn_lr.item()``); other protocols keep their own rate (``pipeline.evaluate_set``).
 
-Checkpoints: every ``checkpoint_every`` iterations, the images, their momentum and the
-generator state (``segment.SegmentState``) plus α and its momentum; experts are re-read from
-disk, so a resumed run is bitwise the uninterrupted one on CPU.
+Checkpoints (the shared segment loop's): every ``checkpoint_every`` iterations, the images,
+their momentum and the generator state (``segment.SegmentState``) plus α and its momentum;
+experts are re-read from disk, so a resumed run is bitwise the uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -39,7 +37,6 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from exdistill.augment import DSA_STRATEGY, Augment
-from exdistill.checkpoint import Checkpoint, Checkpointer, checkpoint_due
 from exdistill.config import require, to_dict
 from exdistill.data.base import ImageDataset, small_images
 from exdistill.errors import ConfigError, DataError, NumericalError
@@ -52,7 +49,7 @@ from exdistill.methods.base import (
     MethodSpec,
     standard_preflight,
 )
-from exdistill.methods.segment import SegmentState, initial_set, start_segment
+from exdistill.methods.segment import Loop, Round, SegmentJob, SegmentLoop, distill_whole_set
 from exdistill.models import build_model, quick_model_options
 from exdistill.progress import or_null
 from exdistill.seeding import generator, randint
@@ -234,55 +231,32 @@ def trajectory_loss(
     return moved / span
 
 
-# ----------------------------------------------------------------------------- state
-@dataclass
-class MTTState:
-    """A run at an iteration boundary: the images' state plus the step size and its momentum."""
+# ----------------------------------------------------------------------------- the distiller
+class TrajectoryMatching(SegmentLoop):
+    """Distills a synthetic set against the trajectories in ``cfg.experts``.
 
-    images: SegmentState
-    step_size: torch.Tensor  # (1,)
-    step_momentum: torch.Tensor | None = None  # (1,)
+    A ``SegmentDistiller`` (``segment.py``): one round is one iteration (draw an expert
+    segment, match it, update the images and α); the shared loop owns start and resume, the
+    NaN guard, logging and checkpoints. Besides the images it learns the step size α, which
+    it checkpoints as ``mtt.step_size`` (and its momentum as ``mtt.step_momentum``).
+    """
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {**self.images.tensors(), "mtt.step_size": self.step_size.reshape(1)}
-        if self.step_momentum is not None:
-            out["mtt.step_momentum"] = self.step_momentum.reshape(1)
-        return out
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint) -> MTTState:
-        images = SegmentState.from_checkpoint(ckpt)
-        step = ckpt.tensors.get("mtt.step_size")
-        if images is None or step is None or step.numel() != 1:
-            raise DataError("checkpoint: inconsistent MTT state (syn.*, mtt.step_size)")
-        return cls(images, step, ckpt.tensors.get("mtt.step_momentum"))
-
-
-def _resume_state(ckpt: Checkpointer) -> MTTState | None:
-    loaded = ckpt.load()
-    if loaded is None:
-        return None
-    if loaded.meta.get("method") != "mtt":
-        raise DataError(f"{ckpt.directory}: not an MTT checkpoint")
-    return MTTState.from_checkpoint(loaded)
-
-
-def _save_state(ckpt: Checkpointer, state: MTTState) -> None:
-    meta = {"method": "mtt", "segment": 0, "iteration": state.images.iteration}
-    ckpt.save(state.tensors(), meta)
-
-
-# ----------------------------------------------------------------------------- the run
-class TrajectoryMatching:
-    """Distills a synthetic set against the trajectories in ``cfg.experts``."""
+    can_condition = False  # EDD does not wrap MTT (no real-data pools to filter)
 
     def __init__(self, cfg: MTTConfig, ctx: DistillContext) -> None:
-        self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
+        self.cfg, self.ctx, self.device = cfg, ctx, torch.device(ctx.device)
         self.experts = preflight(cfg, ctx.dataset)
         self.pool = self.experts.complete()
         self.net = _student(cfg, ctx.dataset, ctx.seed).to(self.device)
         self.net.train()
         self.augment = Augment(cfg.augment, mode=cfg.augment_mode) if cfg.augment else None
+        self.full_pool = ctx.dataset.class_indices("train")  # the loop's interface; unused
+        low, high = ctx.dataset.valid_range()
+        self.low, self.high = low.to(self.device), high.to(self.device)
+        self.alpha: torch.Tensor | None = None  # the learned step size, a 0-d leaf
+        self.opt_lr: torch.optim.Optimizer | None = None
+        self._restored: dict[str, torch.Tensor] = {}
+        self._last: dict[str, Any] = {}
 
     def draw(self, gen: torch.Generator) -> tuple[int, int, Params, Params]:
         """A random complete expert, a start epoch, and its start and target parameters."""
@@ -292,66 +266,70 @@ class TrajectoryMatching:
         target = self.experts.parameters(expert, start_epoch + self.cfg.expert_epochs, self.device)
         return expert, start_epoch, start, target
 
-    def distill(
+    # ------------------------------------------------------------------ the segment loop
+    def loop(self, job: SegmentJob) -> Loop:
+        cfg = self.cfg
+        return Loop(
+            lr=cfg.lr_img,
+            momentum=cfg.momentum_img,
+            units=1,
+            clamp=False,  # MTT's code does not clamp
+            checkpoint_every=cfg.checkpoint_every,
+            loss_name="trajectory-matching",
+        )
+
+    def restore_extra(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "mtt.step_size" not in tensors or tensors["mtt.step_size"].numel() != 1:
+            raise DataError("checkpoint: inconsistent MTT state (syn.*, mtt.step_size)")
+        self._restored = tensors
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        assert self.alpha is not None and self.opt_lr is not None
+        out = {"mtt.step_size": self.alpha.detach().reshape(1)}
+        momentum = self.opt_lr.state[self.alpha].get("momentum_buffer")
+        if momentum is not None:
+            out["mtt.step_momentum"] = momentum.reshape(1)
+        return out
+
+    def log_extra(self) -> dict[str, Any]:
+        return dict(self._last)
+
+    def begin(
         self,
-        images: torch.Tensor,
+        job: SegmentJob,
+        syn: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
         labels: torch.Tensor,
         gen: torch.Generator,
-        resume: MTTState | None = None,
-        save: Callable[[MTTState], None] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distill ``images (M, C, H, W)`` with ``labels (M,)``; returns (images, step size α (1,)).
-
-        ``resume`` continues after its iteration; ``save(MTTState)`` runs every
-        ``checkpoint_every`` iterations and after the last.
-        """
+    ) -> Round:
+        """α (from the teacher's rate, or restored) with its optimiser; the round."""
         cfg, progress = self.cfg, or_null(self.ctx.progress)
-        syn, alpha, opt_img, opt_lr, done = self._start(images, gen, resume)
-        labels = labels.to(self.device)
-        progress.update(min(done, cfg.iterations))
-        for it in range(done, cfg.iterations):
-            record = self.match_step(syn, labels, alpha, opt_img, opt_lr, gen, it)
-            self.ctx.log(record)
-            progress.update(1)
-            progress.set_postfix_str(f"loss {record['loss']:.4g} α {record['step_size']:.4g}")
-            if save is not None and checkpoint_due(it + 1, cfg.iterations, cfg.checkpoint_every):
-                momentum = opt_img.state[syn].get("momentum_buffer")
-                images_state = SegmentState(it + 1, syn.detach(), gen.get_state(), momentum)
-                step_momentum = opt_lr.state[alpha].get("momentum_buffer")
-                save(MTTState(images_state, alpha.detach(), step_momentum))
-        return syn.detach(), alpha.detach().reshape(1)
+        restored = self._restored
+        start = restored["mtt.step_size"].reshape(()) if restored else torch.tensor(cfg.lr_teacher)
+        self.alpha = start.detach().clone().to(self.device).requires_grad_(True)
+        self.opt_lr = torch.optim.SGD([self.alpha], lr=cfg.lr_lr, momentum=cfg.momentum_lr)
+        if restored.get("mtt.step_momentum") is not None:
+            momentum = restored["mtt.step_momentum"].reshape(()).to(self.alpha)
+            self.opt_lr.state[self.alpha]["momentum_buffer"] = momentum
 
-    def _start(self, images: torch.Tensor, gen: torch.Generator, resume: MTTState | None):
-        """Images and α as leaves with their optimisers, restored from ``resume`` if given."""
-        cfg = self.cfg
-        syn, opt_img = start_segment(
-            images,
-            None if resume is None else resume.images,
-            self.device,
-            cfg.lr_img,
-            cfg.momentum_img,
-            gen,
-        )
-        alpha = torch.tensor(cfg.lr_teacher) if resume is None else resume.step_size.reshape(())
-        alpha = alpha.detach().clone().to(self.device).requires_grad_(True)
-        opt_lr = torch.optim.SGD([alpha], lr=cfg.lr_lr, momentum=cfg.momentum_lr)
-        if resume is None:
-            return syn, alpha, opt_img, opt_lr, 0
-        if resume.step_momentum is not None:
-            opt_lr.state[alpha]["momentum_buffer"] = resume.step_momentum.reshape(()).to(alpha)
-        return syn, alpha, opt_img, opt_lr, resume.images.iteration
+        def run_round(it: int) -> list[float]:
+            value = self.match_step(syn, labels, optimizer, gen, it)
+            progress.update(1)
+            progress.set_postfix_str(f"loss {value:.4g} α {self._last['step_size']:.4g}")
+            return [value]
+
+        return run_round
 
     def match_step(
         self,
         syn: torch.Tensor,
         labels: torch.Tensor,
-        alpha: torch.Tensor,
         opt_img: torch.optim.Optimizer,
-        opt_lr: torch.optim.Optimizer,
         gen: torch.Generator,
         it: int,
-    ) -> dict[str, Any]:
-        """One iteration: draw an expert segment, match it, update images and α; a log record."""
+    ) -> float:
+        """One iteration: draw an expert segment, match it, update images and α; the loss."""
+        alpha, opt_lr = self.alpha, self.opt_lr
         expert, start_epoch, start, target = self.draw(gen)
         opt_img.zero_grad(set_to_none=True)
         opt_lr.zero_grad(set_to_none=True)
@@ -378,39 +356,22 @@ class TrajectoryMatching:
             loss.backward()
         opt_img.step()
         opt_lr.step()
-        self._check_finite(syn, alpha, it)
-        return {
-            "iteration": it,
-            "loss": value,
-            "step_size": float(alpha.detach()),
-            "expert": expert,
-            "start_epoch": start_epoch,
-        }
-
-    @staticmethod
-    def _check_finite(syn: torch.Tensor, alpha: torch.Tensor, it: int) -> None:
-        if not torch.isfinite(syn).all():
-            raise NumericalError(f"synthetic images hold NaN/Inf after iteration {it}")
-        value = float(alpha.detach())
-        if not math.isfinite(value) or value <= 0:
+        step_size = float(alpha.detach())
+        if not math.isfinite(step_size) or step_size <= 0:
             raise NumericalError(
-                f"the learned step size became {value} after iteration {it} (lower lr_lr)"
+                f"the learned step size became {step_size} after iteration {it} (lower lr_lr)"
             )
+        self._last = {"step_size": step_size, "expert": expert, "start_epoch": start_epoch}
+        return value
 
 
 def run_mtt(ctx: DistillContext, cfg: MTTConfig) -> DistillResult:
     matcher = TrajectoryMatching(cfg, ctx)
-    syn = initial_set(ctx, cfg.init, factor=1)
-    initial = syn.images.clone()
-    resume, save = None, None
-    if ctx.checkpoint is not None:
-        resume = _resume_state(ctx.checkpoint)
-        save = partial(_save_state, ctx.checkpoint)
-    images, alpha = matcher.distill(
-        syn.images, syn.labels, generator(ctx.seed, "distill"), resume, save
-    )
-    syn.images, syn.step_size = images.cpu(), alpha.cpu()
-    return DistillResult(syn, initial, {"step_size": float(alpha)})
+    result = distill_whole_set(ctx, cfg, matcher, "mtt")
+    alpha = matcher.alpha.detach().reshape(1).cpu()
+    result.synthetic.step_size = alpha
+    result.records["step_size"] = float(alpha)
+    return result
 
 
 def mtt_steps(cfg: MTTConfig, ctx: DistillContext) -> int:
@@ -523,4 +484,4 @@ METHODS.add(
 )
 
 
-__all__ = ["MTTConfig", "MTTState", "TrajectoryMatching", "check_experts", "trajectory_loss"]
+__all__ = ["MTTConfig", "TrajectoryMatching", "check_experts", "trajectory_loss"]

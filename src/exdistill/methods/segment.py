@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -57,16 +57,20 @@ class SegmentState:
     images: torch.Tensor
     rng: torch.Tensor
     momentum: torch.Tensor | None = None
+    # A distiller's own learned state besides the images (MTT: its step size and momentum),
+    # under keys that start with the method's tag (``mtt.step_size``).
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"syn.images": self.images, "syn.rng": self.rng}
+        out = {"syn.images": self.images, "syn.rng": self.rng, **self.extra}
         if self.momentum is not None:
             out["syn.momentum"] = self.momentum
         return out
 
     @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint) -> SegmentState | None:
-        """The segment state in ``ckpt``, or ``None`` if it was saved between segments."""
+    def from_checkpoint(cls, ckpt: Checkpoint, extra_prefix: str = "") -> SegmentState | None:
+        """The segment state in ``ckpt``, or ``None`` if it was saved between segments;
+        tensors whose keys start with ``extra_prefix`` (when given) go to ``extra``."""
         t = ckpt.tensors
         if "syn.images" not in t:
             return None
@@ -80,7 +84,8 @@ class SegmentState:
             or (momentum is not None and momentum.shape != t["syn.images"].shape)
         ):
             raise DataError("checkpoint: inconsistent segment state (syn.* tensors, iteration)")
-        return cls(iteration, t["syn.images"], t["syn.rng"], momentum)
+        extra = {k: v for k, v in t.items() if extra_prefix and k.startswith(extra_prefix)}
+        return cls(iteration, t["syn.images"], t["syn.rng"], momentum, extra)
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,11 @@ class SegmentDistiller(Protocol):
     ``begin`` prepares one segment (per-class members, frozen images, memory plan) and returns
     its round; ``loop`` says how the shared loop treats it; ``distill_segment`` is the loop
     itself (``run_segment`` bound to the distiller), the one entry point EDD calls.
+
+    A distiller that learns more than the images (MTT's step size) also defines
+    ``extra_state() -> dict[str, Tensor]`` (checkpointed with the images),
+    ``restore_extra(tensors)`` (called on resume, before ``begin``) and may define
+    ``log_extra() -> dict`` (merged into each round's log record).
     """
 
     ctx: DistillContext
@@ -247,7 +257,11 @@ def run_segment(
     first = 0 if resume is None else resume.iteration
     if resume is not None:
         progress.update(min(resume.iteration, iterations) * loop.units)
+    if resume is not None and resume.extra:
+        distiller.restore_extra(resume.extra)
     run_round = distiller.begin(job, syn, optimizer, labels.to(distiller.device), gen)
+    extra_state = getattr(distiller, "extra_state", dict)
+    log_extra = getattr(distiller, "log_extra", dict)
     for it in range(first, iterations):
         losses = run_round(it)
         for step, value in enumerate(losses):
@@ -270,11 +284,12 @@ def run_segment(
             for value in losses:  # in step order, as a running Python sum (the logged value)
                 total += value
             mean = total / len(losses)
-            distiller.ctx.log({"segment": job.segment, "iteration": it, "match_loss": mean})
+            record = {"segment": job.segment, "iteration": it, "match_loss": mean}
+            distiller.ctx.log({**record, **log_extra()})
             progress.set_postfix_str(f"seg {job.segment} loss {mean:.4g}")
         if save is not None and checkpoint_due(done, iterations, loop.checkpoint_every):
             momentum = optimizer.state[syn].get("momentum_buffer")
-            save(SegmentState(done, syn.detach(), gen.get_state(), momentum))
+            save(SegmentState(done, syn.detach(), gen.get_state(), momentum, extra_state()))
     return syn.detach()
 
 
@@ -301,7 +316,7 @@ def distill_whole_set(
     """The whole synthetic set as one segment over the full data: the run of every method whose
     distiller is a ``SegmentDistiller``. ``cfg`` needs ``init``, ``factor`` and ``iterations``;
     checkpoints carry ``tag`` so a run never resumes another method's."""
-    syn = initial_set(ctx, cfg.init, cfg.factor)
+    syn = initial_set(ctx, cfg.init, getattr(cfg, "factor", 1))
     initial = syn.images.clone()
     resume, save = None, None
     if ctx.checkpoint is not None:
@@ -327,7 +342,7 @@ def resume_state(ckpt: Checkpointer, tag: str) -> SegmentState | None:
         return None
     if loaded.meta.get("method") != tag:
         raise DataError(f"{ckpt.directory}: not a {tag} checkpoint")
-    return SegmentState.from_checkpoint(loaded)
+    return SegmentState.from_checkpoint(loaded, extra_prefix=f"{tag}.")
 
 
 def save_state(ckpt: Checkpointer, tag: str, state: SegmentState) -> None:
