@@ -399,3 +399,60 @@ def test_each_bench_command_records_its_wall_time(tmp_path, fake_cells, monkeypa
     assert [r["cells_computed"] for r in runs] == [1, 1]
     assert runs[1]["wall_seconds"] >= 0.3 and all(r["jobs"] == 1 for r in runs)
     assert "for 2 computed cells, 2 commands (resumed), summed" in (out / "results.md").read_text()
+
+
+# ----------------------------------------------------------------------------- labelled rows
+def test_a_row_is_a_method_with_its_own_values_over_the_suites():
+    suite = Suite(
+        "t",
+        ("digits",),
+        (2,),
+        ("idc", "idc-x4", "edd-dm"),
+        overrides={"idc": {"match_steps": 1}, "edd": {"segment_evals": False}},
+        rows={
+            "idc-x4": bench.Row("idc", {"iterations": 8}),
+            "edd-dm": bench.Row("edd", {"base": "dm", "base_config": {"iterations": 3}}),
+        },
+    )
+    assert suite.row("idc") == ("idc", {"match_steps": 1})
+    assert suite.row("idc-x4") == ("idc", {"match_steps": 1, "iterations": 8})
+    method, values = suite.row("edd-dm")
+    assert method == "edd" and values["base"] == "dm" and values["segment_evals"] is False
+    ctx = runner.CellContext(suite, Path("/tmp/none"), None, "cpu")
+    argv = runner._distill_argv(Cell("digits", 2, "edd-dm"), ctx)
+    assert argv[argv.index("--method") + 1] == "edd"
+    hashes = runner.expected_config_hashes(Cell("digits", 2, "idc-x4"), ctx)
+    assert hashes and hashes != runner.expected_config_hashes(Cell("digits", 2, "idc"), ctx)
+
+
+def test_the_ladder_scales_each_method_and_leaves_16x_at_ipc_50_out():
+    ladder = bench.SUITES.get("ladder")
+    cells = plan(ladder)
+    labels = {c.method for c in cells}
+    assert {"random", "idc-x1", "edd-x4", "dm-x16", "edd-dm-x16"} <= labels
+    assert not any(c.ipc == 50 and c.method.endswith("-x16") for c in cells)
+    assert ladder.row("idc-x16")[1]["iterations"] == 16 * ladder.row("idc-x1")[1]["iterations"]
+    method, values = ladder.row("edd-dm-x4")
+    assert (method, values["base"], values["base_config"]["iterations"]) == ("edd", "dm", 2000)
+
+
+def test_the_ladder_table_compares_edd_with_its_base_at_the_same_rung(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ladder.py"
+    spec = importlib.util.spec_from_file_location("ladder_script", path)
+    ladder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ladder)
+    cells = [
+        {"dataset": "d", "ipc": 10, "method": "random", "status": "done",
+         "test_acc_mean": 0.50, "test_acc_std": 0.0, "distill_seconds": 0.0},
+        {"dataset": "d", "ipc": 10, "method": "idc-x4", "status": "done",
+         "test_acc_mean": 0.60, "test_acc_std": 0.01, "distill_seconds": 40.0},
+        {"dataset": "d", "ipc": 10, "method": "edd-x4", "status": "done",
+         "test_acc_mean": 0.625, "test_acc_std": 0.01, "distill_seconds": 50.0},
+        {"dataset": "d", "ipc": 10, "method": "edd-x1", "status": "done",
+         "test_acc_mean": 0.45, "test_acc_std": 0.01, "distill_seconds": 12.0},
+    ]  # fmt: skip
+    text = ladder.table(cells)
+    assert "| d | 10 | edd | 4× | 62.50 ± 1.00 | 50 | +2.50 vs idc | yes |" in text
+    assert "| d | 10 | edd | 1× | 45.00 ± 1.00 | 12 | — | no |" in text  # no idc-x1 to compare

@@ -163,13 +163,13 @@ def _baseline_argv(cell: Cell, ctx: CellContext) -> list[str]:
 
 def _distill_argv(cell: Cell, ctx: CellContext) -> list[str]:
     ds, s = BENCH_DATASETS.get(cell.dataset), ctx.suite
-    argv = ["distill", "--method", cell.method, "--dataset", ds.loader, "--ipc", str(cell.ipc)]
+    method, overrides = s.row(cell.method)
+    argv = ["distill", "--method", method, "--dataset", ds.loader, "--ipc", str(cell.ipc)]
     argv += ["--preset", s.preset, "--protocol", s.protocol, "--repeats", str(s.repeats)]
     argv += ["--seed", str(s.seed), "--device", ctx.device, "--no-baselines", "--no-tsne"]
     argv += ["--out", str(_cell_dir(ctx.out, cell))]
     if ctx.data_dir:
         argv += ["--data-dir", ctx.data_dir]
-    overrides = s.overrides.get(cell.method)
     if overrides:
         config = _cell_dir(ctx.out, cell).with_suffix(".yaml")
         write_text(config, yaml.safe_dump({"method": overrides}, sort_keys=False))
@@ -195,14 +195,14 @@ def expected_config_hashes(cell: Cell, ctx: CellContext) -> set[str] | None:
     from exdistill.config import config_hash, to_dict
     from exdistill.methods import METHODS, resolve_config
 
-    if cell.method in (FULL, *SELECTION) or cell.method not in METHODS.names():
+    method, overrides = ctx.suite.row(cell.method)
+    if cell.method in (FULL, *SELECTION) or method not in METHODS.names():
         return None
-    overrides = dict(ctx.suite.overrides.get(cell.method, {}))
-    if cell.method == "mtt":
+    if method == "mtt":
         overrides["experts"] = str(_experts_dir(cell, ctx))
     loader = BENCH_DATASETS.get(cell.dataset).loader
     try:
-        cfg = resolve_config(cell.method, ctx.suite.preset, loader, cell.ipc, overrides)
+        cfg = resolve_config(method, ctx.suite.preset, loader, cell.ipc, overrides)
         return {config_hash(cfg), config_hash(to_dict(cfg))}
     except Exception:  # e.g. experts not trained yet, or unreadable: nothing to compare
         return None
@@ -360,7 +360,8 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
         if expected is None or record.config_hash is None or record.config_hash in expected:
             return record
         stale = True  # presets or overrides changed since it ran: recompute
-    if cell.method not in (FULL, *SELECTION) and cell.method not in METHODS.names():
+    method = ctx.suite.row(cell.method)[0]
+    if cell.method not in (FULL, *SELECTION) and method not in METHODS.names():
         return CellRecord(
             cell.dataset,
             cell.ipc,
@@ -379,7 +380,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
             error=f"preparing: {_failure(pre)}",
             wall_seconds=pre.wall_seconds,
         )
-    argv = CELL_COMMANDS.get(cell.method, _distill_argv)(cell, ctx)
+    argv = CELL_COMMANDS.get(method, _distill_argv)(cell, ctx)
     resumable = (
         not stale and (run_dir / "run.json").is_file() and cell.method not in (FULL, *SELECTION)
     )
@@ -416,7 +417,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
 def _prepare(cell: Cell, ctx: CellContext, log: Path) -> ProcessResult | None:
     """Run the work the cell needs first (MTT: its dataset's experts); None when there is none,
     or when another cell of this suite run already did it (any --jobs)."""
-    prepare = CELL_PREPARE.get(cell.method)
+    prepare = CELL_PREPARE.get(ctx.suite.row(cell.method)[0])
     if prepare is None:
         return None
     argv = prepare(cell, ctx)

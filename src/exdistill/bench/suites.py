@@ -62,6 +62,15 @@ def resolve_data_dir(
 
 # ----------------------------------------------------------------------------- suites
 @dataclass(frozen=True)
+class Row:
+    """A labelled row of a suite: a registered method with config values of its own (e.g.
+    ``idc-x4``: IDC at four times the quick preset's rounds)."""
+
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Suite:
     """A grid of cells and the one protocol that judges them all."""
 
@@ -77,6 +86,22 @@ class Suite:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method config values
     full_data: bool = True  # add each dataset's full-data row
     description: str = ""
+    rows: dict[str, Row] = field(default_factory=dict)  # labels in ``methods`` that are variants
+
+    def row(self, label: str) -> tuple[str, dict[str, Any]]:
+        """The registered method behind a row label and the config values its cells get (the
+        suite's values for that method, then the row's own)."""
+        row = self.rows.get(label, Row(label))
+        return row.method, _deep_merge(self.overrides.get(row.method, {}), row.overrides)
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
 
 
 SUITES: Registry[Suite] = Registry("suite")
@@ -131,6 +156,45 @@ SUITES.add(
         repeats=5,
         description="the published settings and the idc protocol, 5 repeats: for a GPU "
         "(--device cuda)",
+    ),
+)
+
+
+def _ladder_rows() -> dict[str, Row]:
+    """IDC, EDD (over IDC), DM and EDD over DM at 1×, 4× and 16× the quick preset's rounds
+    beyond digits (IDC: 20 outer iterations of 10 matching steps; DM: 500 image updates)."""
+    from exdistill.methods.dm import QUICK as DM_QUICK
+    from exdistill.methods.gradient import QUICK_MATCH_STEPS
+
+    idc, dm = QUICK_MATCH_STEPS // 10, DM_QUICK["iterations"]
+    rows = {}
+    for scale in LADDER_SCALES:
+        rows[f"idc-x{scale}"] = Row("idc", {"iterations": idc * scale})
+        rows[f"edd-x{scale}"] = Row("edd", {"base_config": {"iterations": idc * scale}})
+        rows[f"dm-x{scale}"] = Row("dm", {"iterations": dm * scale})
+        rows[f"edd-dm-x{scale}"] = Row(
+            "edd", {"base": "dm", "base_config": {"iterations": dm * scale}}
+        )
+    return rows
+
+
+LADDER_SCALES = (1, 4, 16)
+_LADDER_ROWS = _ladder_rows()
+SUITES.add(
+    "ladder",
+    Suite(
+        "ladder",
+        datasets=("fashion-mnist", "cifar10-jpeg"),
+        ipcs=(10, 50),
+        methods=("random", *_LADDER_ROWS),
+        # ipc 50 at 16× would take about a day of 2 cores: 1× and 4× only.
+        method_ipcs={label: (10,) for label in _LADDER_ROWS if label.endswith("-x16")},
+        overrides={"edd": {"segment_evals": False}},
+        rows=_LADDER_ROWS,
+        full_data=False,
+        description="accuracy against budget: random, IDC, EDD, DM and EDD over DM at 1×, 4× "
+        "and 16× the quick preset's rounds (ipc 10; 1× and 4× at ipc 50), Fashion-MNIST and "
+        "CIFAR-10 (JPEG), protocol idc-quick, 3 repeats",
     ),
 )
 
