@@ -181,3 +181,14 @@ def test_methods_that_do_not_shard_are_refused_under_torchrun(tmp_path):
         assert not (tmp_path / method).exists()
     with pytest.raises(ConfigError, match="one process only"):
         distill(RunConfig(method="edd", ipc=2), {"base": "dm"}, tmp_path / "edd", dist=two_ranks)
+
+
+def test_ranks_on_one_machine_share_its_cores():
+    from exdistill.distributed import Dist
+
+    two = Dist(0, 2, 0, 2)
+    assert two.cpu_threads(requested=2, cpus=2) == 1  # 2 × 2 threads on 2 cores: 28× slower
+    assert two.cpu_threads(requested=1, cpus=2) == 1
+    assert two.cpu_threads(requested=8, cpus=16) == 8  # the user's choice where it fits
+    assert Dist(0, 4, 0, 4).cpu_threads(requested=2, cpus=2) == 1  # never below one
+    assert Dist().cpu_threads(requested=2, cpus=1) == 2  # one process: left alone

@@ -120,6 +120,8 @@ def _distill_and_report(
 
     # Under torchrun: one of several processes (docs/scale.md); rank 0 alone writes and prints.
     dist = Dist.from_env(run.device)
+    if dist.enabled and str(run.device).startswith("cpu"):
+        _share_cores(dist)
     progress = tqdm_progress if dist.is_main else no_progress
     outcome = distill(
         run, method, out, overwrite=overwrite, progress=progress, resume=resume, dist=dist
@@ -128,6 +130,24 @@ def _distill_and_report(
         write_report(out, tsne=tsne)
         print_distill_summary(outcome.metrics, out)
     dist.close()
+
+
+def _share_cores(dist) -> None:
+    """Cap each rank's threads at its share of the machine's cores (``Dist.cpu_threads``)."""
+    import torch
+
+    from exdistill.distributed import usable_cpus
+
+    requested, cpus = torch.get_num_threads(), usable_cpus()
+    threads = dist.cpu_threads(requested, cpus)
+    if threads < requested:
+        torch.set_num_threads(threads)
+        if dist.is_main:
+            print(
+                f"exdistill: {dist.local_world} processes on {cpus} cores: {threads} thread(s) "
+                f"each, not {requested} (more threads than cores spin against each other)",
+                file=sys.stderr,
+            )
 
 
 def cmd_run(args: argparse.Namespace) -> None:

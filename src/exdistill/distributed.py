@@ -98,6 +98,23 @@ class Dist:
             tdist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
         return cls(rank, world, local_rank, local_world, backend)
 
+    def cpu_threads(self, requested: int, cpus: int) -> int:
+        """Intra-op threads for this rank on CPU: ``requested``, capped so that the ranks on
+        this machine together use at most its ``cpus`` cores.
+
+        Evidence (digits, idc ipc 2, quick, 2 cores): 2 ranks × 2 threads took 474 s to distill
+        where 2 × 1 took 17 s and 1 × 2 took 18 s: OpenMP threads that outnumber the cores spin
+        against each other.
+
+        >>> Dist(0, 2, 0, 2).cpu_threads(requested=2, cpus=2)
+        1
+        >>> Dist(0, 2, 0, 2).cpu_threads(requested=4, cpus=16), Dist().cpu_threads(8, 2)
+        (4, 8)
+        """
+        if not self.enabled:
+            return requested
+        return max(1, min(requested, cpus // self.local_world))
+
     def close(self) -> None:
         """Leave the process group (after the last collective). Every rank first waits for the
         others (rank 0 writes the report meanwhile), so that no rank tears down its side of
@@ -179,3 +196,10 @@ class ReadOnlyCheckpointer(Checkpointer):
 
 
 __all__ = ["Dist", "ReadOnlyCheckpointer"]
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under ``taskset``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - not Linux
