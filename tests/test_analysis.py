@@ -19,6 +19,7 @@ from exdistill.analysis import (
 from exdistill.errors import DataError
 from exdistill.io import append_jsonl, write_json, write_text
 from exdistill.report import plot_similarity, write_report
+from exdistill.scores import dd_ranking_scores
 from exdistill.train import TrainConfig
 
 
@@ -162,6 +163,19 @@ def test_write_report_draws_every_plot_the_records_allow(tmp_path: Path) -> None
     for png in ("loss.png", "update_similarity.png", "accuracy_vs_ipc.png", "forgetting.png"):
         assert (tmp_path / png).is_file() and f"]({png})" in text
     assert not (tmp_path / "tsne.png").exists()
+
+
+def test_report_shows_dd_ranking_scores_beside_the_accuracies(tmp_path: Path) -> None:
+    baselines = {
+        "random": {"test_acc_mean": 0.5, "test_acc_std": 0.03},
+        "full": {"test_acc_mean": 0.9, "test_acc_std": 0.01},
+    }
+    scores = dd_ranking_scores(0.7, 0.5, 0.9)
+    text = write_report(toy_run(tmp_path, baselines=baselines, **scores), tsne=False).read_text()
+    assert "| method | ipc | test accuracy (%) | IOR (points) | HLR (points) | LRS |" in text
+    assert "| edd | 10 | 70.00 ± 1.00 | +20.00 | 20.00 | 0.269 |" in text  # α = 0
+    assert "| random subset | 10 | 50.00 ± 3.00 | — | — | — |" in text
+    assert "| full data | all | 90.00 ± 1.00 | — | — | — |" in text
 
 
 def test_report_with_nothing_to_compare(tmp_path: Path) -> None:

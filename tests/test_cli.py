@@ -133,6 +133,7 @@ def test_distill_writes_the_run_directory(distilled) -> None:
     assert (metrics["method"], metrics["dataset"], metrics["ipc"]) == ("idc", "digits", 1)
     assert metrics["protocol"] == "dc-quick" and metrics["split"] == "test"
     assert len(metrics["test_accs"]) == 1 and "baselines" not in metrics
+    assert not {"ior", "hlr", "lrs"} & set(metrics)  # no baselines: no scores, not made-up ones
     sim = metrics["update_similarity"]  # ipc 1: one stored image per class, nothing to compare
     assert sim["mean"] is None and sim["per_class"] == [None] * 10
     # digits maps are far below the fused kernels' threshold: no compiled call (0; -1 if an
@@ -150,6 +151,30 @@ def test_distill_writes_the_run_directory(distilled) -> None:
     syn = SyntheticSet.load(run / "synthetic")
     assert (syn.ipc, syn.factor, syn.info["method"], syn.info["seed"]) == (1, 2, "idc", 0)
     assert "idc" in out and f"wrote {run}/" in out
+
+
+def test_distill_with_baselines_scores_the_set_against_them(tmp_path: Path) -> None:
+    """DD-Ranking's IOR, HLR and LRS in metrics.json, from the accuracies beside them."""
+    from exdistill.scores import normalise
+
+    argv = ["distill", "--method", "dm", "--dataset", "digits", "--ipc", "10", "--repeats", "1"]
+    argv += ["--no-tsne", "--set", "run.protocol=idc-smoke", "--set", "method.iterations=2"]
+    argv += ["--set", "method.model_options.width=8", "--out", tmp_path / "run"]
+    code, _, err = run_cli(argv)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    syn = metrics["test_acc_mean"]
+    random = metrics["baselines"]["random"]["test_acc_mean"]
+    full = metrics["baselines"]["full"]["test_acc_mean"]
+    assert metrics["ior"] == pytest.approx(syn - random, abs=1e-12)
+    assert metrics["hlr"] == pytest.approx(full - syn, abs=1e-12)
+    alpha = 0.5 * metrics["ior"] - 0.5 * metrics["hlr"]
+    assert metrics["lrs"] == pytest.approx(normalise(alpha), abs=1e-12)
+    assert alpha == pytest.approx(syn - (random + full) / 2, abs=1e-12)  # w = 0.5
+    assert 0 <= metrics["lrs"] <= 1
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| IOR (points) | HLR (points) | LRS |" in report
+    assert f"| {100 * metrics['ior']:+.2f} | {100 * metrics['hlr']:.2f} |" in report
 
 
 def test_evaluate_a_saved_set_reproduces_the_distill_accuracy(distilled, tmp_path: Path) -> None:

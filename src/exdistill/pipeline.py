@@ -45,6 +45,7 @@ from exdistill.runs import (
     start_run,
     truncate_log,
 )
+from exdistill.scores import dd_ranking_scores
 from exdistill.synthetic import SyntheticSet
 
 
@@ -238,6 +239,11 @@ def distill(
     read back as it is; an unfinished one continues from its checkpoint (or from the start if
     it had none), its ``log.jsonl`` cut back to the records the checkpoint covers, and ends
     with the same synthetic set as an uninterrupted run (bitwise on CPU).
+
+    With ``run.baselines``, ``metrics.json`` also holds DD-Ranking's ``ior``, ``hlr`` and
+    ``lrs`` (fractions, ``exdistill.scores``) of the first evaluation network's mean test
+    accuracy against its random and full-data baselines; without baselines the three keys are
+    absent.
     """
     # --- validate everything before any work or any write
     run.validate()
@@ -381,6 +387,15 @@ def distill(
     if run.baselines:
         metrics["baselines"] = baselines_for(
             dataset, run.ipc, protocol, run.repeats, run.seed, models[0], run.device, progress
+        )
+        # Scored against the baselines of the same protocol and network, the only ones they
+        # may be compared with; no baselines, no scores (nothing to fill them with).
+        metrics.update(
+            dd_ranking_scores(
+                metrics["test_acc_mean"],
+                metrics["baselines"]["random"]["test_acc_mean"],
+                metrics["baselines"]["full"]["test_acc_mean"],
+            )
         )
     if result.initial_images is not None:
         atomic_write(

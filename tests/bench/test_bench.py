@@ -27,6 +27,7 @@ from exdistill.bench import (
     runner,
 )
 from exdistill.errors import ConfigError
+from exdistill.scores import normalise
 from exdistill.tables import best_rows, markdown_table, pct
 
 
@@ -77,6 +78,54 @@ def test_tables_mark_the_best():
     assert "| idc | failed | — |" in md
     assert "| full data | 99.00 ± 0.10 | 99.00 ± 0.10 |" in md  # not bold: an upper bound
     assert "digits ipc 1 idc: failed — out of memory" in md
+
+
+def test_an_lrs_table_follows_each_datasets_accuracy_and_cost_tables(monkeypatch):
+    suite = Suite("t", ("digits",), (1, 10), ("random", "dc", "idc"))
+    records = [
+        CellRecord("digits", 1, "random", "done", 0.50, 0.01),
+        CellRecord("digits", 1, "dc", "done", 0.70, 0.02),
+        CellRecord("digits", 1, "idc", "failed", error="out of memory"),
+        CellRecord("digits", 10, "random", "done", 0.90, 0.01),
+        CellRecord("digits", 10, "dc", "done", 0.85, 0.01),
+        CellRecord("digits", 10, "idc", "done", 0.95, 0.01, lrs=0.4),  # scored by its own run
+        CellRecord("digits", 0, FULL, "done", 0.99, 0.001),
+    ]
+    monkeypatch.setattr(bench.render, "_now", lambda: "now")  # two renders compared below
+    md = render_markdown(suite, records)
+    # w = 0.5: α = acc − (random + full) / 2; LRS = (e^α − e^−1) / (e − e^−1)
+    lrs = lambda acc, random: f"{normalise(acc - (random + 0.99) / 2):.3f}"  # noqa: E731
+    table = (
+        "| method | ipc 1 | ipc 10 |\n|---|---|---|\n"
+        f"| random | {lrs(0.50, 0.50)} | {lrs(0.90, 0.90)} |\n"
+        f"| dc | {lrs(0.70, 0.50)} | {lrs(0.85, 0.90)} |\n"
+        "| idc | — | 0.400† |"
+    )
+    assert table in md  # no full-data row: it is the upper bound LRS measures against
+    assert "| dc | 0.250 |" in md  # α = 0.70 − 0.745 = −0.045, by hand
+    caption = md.index("DD-Ranking's label-robust score (LRS")
+    assert md.index("Cost per cell") < caption < md.index(table) < md.index("## Not computed")
+    assert "random row at the same ipc and the full-data row; † from the cell's own" in md
+    # everything else is as it was: without the LRS block, the same text byte for byte
+    block = md[caption - 2 : md.index(table) + len(table)]
+    lrs_table = bench.render._lrs_table
+    monkeypatch.setattr(bench.render, "_lrs_table", lambda *args: [])
+    assert md.replace(block, "") == render_markdown(suite, records)
+    monkeypatch.setattr(bench.render, "_lrs_table", lrs_table)
+    without_scores = [r for r in records if r.method != FULL and r.lrs is None]
+    assert "LRS" not in render_markdown(suite, without_scores)  # nothing to score against
+    only_own = [r for r in records if r.method == "idc"]
+    assert "from each cell's own baselines (its metrics.json)." in render_markdown(suite, only_own)
+
+
+def test_a_cell_reads_its_own_scores_from_metrics_json(tmp_path):
+    metrics = {"test_acc_mean": 0.8, "test_acc_std": 0.0, "ior": 0.1, "hlr": 0.2, "lrs": 0.25}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    record = runner.read_cell(Cell("digits", 10, "dm"), tmp_path, cached=True)
+    assert (record.ior, record.hlr, record.lrs) == (0.1, 0.2, 0.25)
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_acc_mean": 0.8}))
+    record = runner.read_cell(Cell("digits", 10, "dm"), tmp_path, cached=True)
+    assert (record.ior, record.hlr, record.lrs) == (None, None, None)
 
 
 def _mtime(path):

@@ -45,6 +45,12 @@ class CellRecord:
     grid: str | None = None
     error: str | None = None
     cached: bool = False
+    # DD-Ranking's scores from the cell's own metrics.json: only a run that computed its own
+    # baselines has them (a suite's distill cells do not; render scores those from the suite's
+    # random and full-data rows)
+    ior: float | None = None
+    hlr: float | None = None
+    lrs: float | None = None
 
 
 def suite_wall_seconds(invocations: list[dict[str, Any]]) -> float:

@@ -16,6 +16,7 @@ from exdistill import __version__
 from exdistill.bench.records import CellRecord, Concurrency, _now, suite_wall_seconds
 from exdistill.bench.suites import BENCH_DATASETS, FULL, Suite
 from exdistill.io import write_json, write_text
+from exdistill.scores import dd_ranking_scores
 from exdistill.tables import best_rows, markdown_table, pct
 
 
@@ -108,6 +109,7 @@ def render_markdown(
         ran = _ran_text([r for r in records if r.dataset == ds], " ({})")
         lines += ["", f"{caption}{ran}.", ""]
         lines.append(markdown_table(header, costs))
+        lines += _lrs_table(header, methods, ipcs, by_key, ds)
     failed = [r for r in records if r.status in ("failed", "skipped", "unavailable")]
     if failed:
         lines += ["", "## Not computed", ""]
@@ -156,6 +158,63 @@ def _cost_text(r: CellRecord | None) -> str:
         f"{num(r.distill_seconds, '.0f')} / {num(r.eval_seconds, '.0f')} / "
         f"{num(r.peak_rss_gib, '.2f')}"
     )
+
+
+def _lrs_table(
+    header: list[str],
+    methods: list[str],
+    ipcs: list[int],
+    by_key: dict[tuple[str, int, str], CellRecord],
+    ds: str,
+) -> list[str]:
+    """The dataset's LRS table (after its accuracy and cost tables), or nothing when no cell has
+    an LRS. A cell's LRS is its own (its metrics.json, from the baselines its run computed), else
+    scored from its accuracy, the suite's random cell at the same ipc and the full-data row (the
+    same protocol, repeats and seed as the baselines a distill run computes itself)."""
+    full = by_key.get((ds, 0, FULL))
+    full_acc = full.test_acc_mean if full is not None and full.status == "done" else None
+    found: list[list[tuple[float, str] | None]] = [
+        [_lrs(by_key.get((ds, ipc, m)), by_key.get((ds, ipc, "random")), full_acc) for ipc in ipcs]
+        for m in methods
+    ]
+    sources = {v[1] for row in found for v in row if v is not None}
+    if not sources:
+        return []
+    mixed = len(sources) > 1
+
+    def text(v: tuple[float, str] | None) -> str:
+        if v is None:
+            return "—"
+        return f"{v[0]:.3f}" + ("†" if mixed and v[1] == "own" else "")
+
+    rows = [[m, *map(text, row)] for m, row in zip(methods, found, strict=True)]
+    suite_source = "the cell's accuracy, the random row at the same ipc and the full-data row"
+    if sources == {"own"}:
+        source = "each cell's own baselines (its metrics.json)"
+    elif not mixed:
+        source = suite_source
+    else:
+        source = f"{suite_source}; † from the cell's own baselines (its metrics.json)"
+    caption = (
+        "DD-Ranking's label-robust score (LRS, 0–1, w = 0.5; docs/benchmarks.md) per cell, from "
+        f"{source}. The random row scores itself (IOR 0): a method above it beats random."
+    )
+    return ["", caption, "", markdown_table(header, rows)]
+
+
+def _lrs(
+    cell: CellRecord | None, random: CellRecord | None, full_acc: float | None
+) -> tuple[float, str] | None:
+    """A finished cell's LRS and where it came from: ``"own"`` or ``"suite"``; None: not known."""
+    if cell is None or cell.status != "done":
+        return None
+    if cell.lrs is not None:
+        return cell.lrs, "own"
+    if random is None or random.status != "done" or full_acc is None:
+        return None
+    if cell.test_acc_mean is None or random.test_acc_mean is None:
+        return None
+    return dd_ranking_scores(cell.test_acc_mean, random.test_acc_mean, full_acc)["lrs"], "suite"
 
 
 def _wall_text(invocations: list[dict[str, Any]]) -> str:

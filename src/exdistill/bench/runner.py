@@ -43,6 +43,7 @@ from exdistill.bench.suites import (
     plan,
     resolve_data_dir,
 )
+from exdistill.distributed import usable_cpus
 from exdistill.errors import ConfigError
 from exdistill.io import write_json, write_text
 from exdistill.memory import PEAK_FILE_ENV, read_peak
@@ -76,13 +77,6 @@ def _default_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def usable_cpus() -> int:
-    """The cores this process may run on (its affinity mask, e.g. under ``taskset``)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover - not Linux
 
 
 class CellPool:
@@ -267,6 +261,9 @@ def read_cell(cell: Cell, run_dir: Path, cached: bool) -> CellRecord:
         run_dir=str(run_dir),
         grid=str(run_dir / "grid.png") if (run_dir / "grid.png").is_file() else None,
         cached=cached,
+        ior=m.get("ior"),
+        hlr=m.get("hlr"),
+        lrs=m.get("lrs"),
     )
 
 
