@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import io
+import json
 import os
 import pickle
 import struct
@@ -149,6 +151,25 @@ def write_npz_file(path: Path, **override) -> Path:
     return path
 
 
+def write_hub_parquet(root: Path, size: int) -> Path:
+    """``root/data/{train,valid}-00000-of-00001.parquet``: PNG bytes, the Hub's metadata."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    names = ["cat", "dog", "frog", "ship"]
+    hub = {"info": {"features": {"label": {"names": names, "_type": "ClassLabel"}}}}
+    for split, n, seed in (("train", N_TRAIN, 0), ("valid", N_TEST, 1)):
+        pngs = []
+        for img in unique_images(n, (size, size, 3), seed):
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            pngs.append({"bytes": buf.getvalue(), "path": None})
+        table = pa.table({"image": pngs, "label": pa.array(cyclic_labels(n), pa.int64())})
+        table = table.replace_schema_metadata({"huggingface": json.dumps(hub)})
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, root / "data" / f"{split}-00000-of-00001.parquet")
+    return root
+
+
 # ---- every registered dataset, through load_dataset ------------------------------------------
 
 DIGITS = Expected(None, 1797 - 450, 450, (1, 8, 8), [str(c) for c in range(10)])
@@ -175,6 +196,16 @@ MAKERS: dict[str, Callable[[Path], Expected]] = {
     ),
     "npz": lambda tmp: Expected(
         write_npz_dir(tmp / "npz"), N_TRAIN, N_TEST, (3, 6, 6), ["a", "b", "c", "d"]
+    ),
+    "parquet": lambda tmp: Expected(
+        write_hub_parquet(tmp / "pq", 6), N_TRAIN, N_TEST, (3, 6, 6), ["cat", "dog", "frog", "ship"]
+    ),
+    "tiny-imagenet": lambda tmp: Expected(
+        write_hub_parquet(tmp / "ti", 64),
+        N_TRAIN,
+        N_TEST,
+        (3, 64, 64),
+        ["cat", "dog", "frog", "ship"],
     ),
 }
 

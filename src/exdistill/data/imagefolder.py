@@ -14,8 +14,10 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -28,6 +30,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 CACHE_VERSION = 1  # bump when the decoding changes
 Item = tuple[Path, int]  # (image file, class index)
+T = TypeVar("T")
+# What Pillow raises for unreadable, truncated or hostile image data.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def _visible(path: Path) -> bool:
@@ -90,35 +95,54 @@ def scan_annotated(split_dir: Path, annotations: Path, index: dict[str, int]) ->
     return items
 
 
+def to_array(img: Image.Image, resize: int | None) -> np.ndarray:
+    """An opened image as uint8 ``(H, W)`` (grayscale modes) or ``(H, W, 3)`` (every other
+    mode: palette, RGBA, CMYK, ...; alpha is dropped), made ``resize×resize`` when given."""
+    img = img.convert("L" if img.mode in GRAY_MODES else "RGB")
+    if resize is not None and img.size != (resize, resize):
+        img = img.resize((resize, resize), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def decode_image(path: Path, resize: int | None) -> np.ndarray:
-    """One image as uint8 ``(H, W)`` (grayscale) or ``(H, W, 3)``."""
+    """One image file as :func:`to_array` makes it; DataError naming ``path`` if unreadable."""
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if img.mode in GRAY_MODES else "RGB")
-            if resize is not None and img.size != (resize, resize):
-                img = img.resize((resize, resize), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+            return to_array(img, resize)
+    except DECODE_ERRORS as err:
         raise DataError(f"{path}: cannot decode image ({err})") from None
 
 
-def decode_all(files: list[Path], resize: int | None, workers: int | None = None) -> np.ndarray:
-    """Decode ``files`` with a thread pool into one ``(N, H, W[, 3])`` uint8 array.
-
-    Grayscale images are widened to RGB unless every image is grayscale. All images must end
-    up the same size.
-    """
+def parallel_map(
+    fn: Callable[[T], np.ndarray], items: list[T], workers: int | None = None
+) -> list[np.ndarray]:
+    """``[fn(x) for x in items]`` on a thread pool (Pillow releases the GIL while decoding)."""
     workers = workers or min(8, os.cpu_count() or 1)
-    step = max(1, -(-len(files) // (4 * workers)))
-    chunks = [files[i : i + step] for i in range(0, len(files), step)]
+    step = max(1, -(-len(items) // (4 * workers)))
+    chunks = [items[i : i + step] for i in range(0, len(items), step)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = pool.map(lambda chunk: [decode_image(p, resize) for p in chunk], chunks)
-        arrays = [a for part in parts for a in part]
-    first, ref = arrays[0].shape[:2], Path(files[0].parent.name, files[0].name)
-    for path, a in zip(files, arrays, strict=True):
+        parts = pool.map(lambda chunk: [fn(x) for x in chunk], chunks)
+        return [a for part in parts for a in part]
+
+
+def stack_images(arrays: list[np.ndarray], where: Callable[[int], str], ref: str) -> np.ndarray:
+    """Decoded images as one ``(N, H, W[, 3])`` uint8 array.
+
+    Grayscale images are widened to RGB unless every image is grayscale, so no colour is lost.
+
+    Args:
+        arrays: images as :func:`to_array` returns them.
+        where: names image ``i`` in messages (its file, or its shard and row).
+        ref: a short name of image 0, the one every other image is compared with.
+
+    Raises:
+        DataError: an image's size differs from image 0's.
+    """
+    first = arrays[0].shape[:2]
+    for i, a in enumerate(arrays):
         if a.shape[:2] != first:
             raise DataError(
-                f"{path}: image is {a.shape[1]}×{a.shape[0]} but {ref} is "
+                f"{where(i)}: image is {a.shape[1]}×{a.shape[0]} but {ref} is "
                 f"{first[1]}×{first[0]}; pass resize=N (--resize N) to load mixed sizes"
             )
     if any(a.ndim == 2 for a in arrays) and any(a.ndim == 3 for a in arrays):
@@ -126,12 +150,26 @@ def decode_all(files: list[Path], resize: int | None, workers: int | None = None
     return np.stack(arrays)
 
 
-def cache_key(root: Path, resize: int | None, items: list[Item]) -> str:
-    """A digest of the folder, ``resize`` and every file's path, label, size and mtime."""
+def decode_all(files: list[Path], resize: int | None, workers: int | None = None) -> np.ndarray:
+    """Decode ``files`` with a thread pool into one array, as :func:`stack_images` stacks them."""
+    arrays = parallel_map(lambda p: decode_image(p, resize), files, workers)
+    ref = str(Path(files[0].parent.name, files[0].name))
+    return stack_images(arrays, lambda i: str(files[i]), ref)
+
+
+def cache_key(root: Path, resize: int | None, items: Sequence[tuple[Path, object]]) -> str:
+    """A digest of the folder, ``resize`` and every file's path, tag, size and mtime.
+
+    Args:
+        root: the dataset's folder; every path in ``items`` lies below it.
+        resize: the side images are resized to, or None.
+        items: ``(file, tag)`` pairs; the tag is whatever else fixes the file's meaning (its
+            class index for image folders, its split for parquet shards).
+    """
     h = hashlib.sha256(f"v{CACHE_VERSION}|{root.resolve()}|{resize}".encode())
-    for path, label in items:
+    for path, tag in items:
         st = path.stat()
-        h.update(f"|{path.relative_to(root)}:{label}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"|{path.relative_to(root)}:{tag}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
