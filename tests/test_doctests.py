@@ -14,6 +14,7 @@ MODULES = [
     "exdistill.methods.filtering",
     "exdistill.methods.herding",
     "exdistill.methods.matching",
+    "exdistill.precision",
     "exdistill.seeding",
     "exdistill.synthetic",
 ]

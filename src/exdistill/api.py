@@ -33,6 +33,7 @@ from exdistill.evaluate import (
     with_learned_lr,
 )
 from exdistill.methods import METHODS, DistillContext, resolve_config
+from exdistill.precision import autocast_scope, resolve_precision
 from exdistill.progress import ProgressFactory, no_progress
 from exdistill.synthetic import SyntheticSet
 
@@ -46,6 +47,7 @@ def distill(
     config: dict[str, Any] | None = None,
     device: str = "cpu",
     progress: ProgressFactory = no_progress,
+    precision: str = "fp32",
 ) -> SyntheticSet:
     """Distill ``dataset`` into ``ipc`` stored images per class with ``method``.
 
@@ -56,6 +58,7 @@ def distill(
         config: the method's config values over the preset, as for ``--set method.KEY=V``
             (e.g. ``{"reg_weight": 0.1}`` for EDD, ``{"experts": DIR}`` for MTT).
         progress: a ``progress(total, description)`` factory (``exdistill.progress``).
+        precision: ``fp32``, ``bf16`` or ``auto`` (``exdistill.precision``).
 
     Returns the synthetic set; ``info`` names the method, its resolved config, seed and preset.
 
@@ -68,7 +71,8 @@ def distill(
     ctx = DistillContext(dataset, ipc, seed, torch.device(device))
     with progress(spec.steps(cfg, ctx), f"distill {method}") as bar:
         ctx.progress = bar
-        result = spec.run(ctx, cfg)
+        with autocast_scope(resolve_precision(precision, device), device):
+            result = spec.run(ctx, cfg)
     syn = result.synthetic
     syn.info.update({"method": method, "config": to_dict(cfg), "seed": seed, "preset": preset})
     return syn
@@ -97,6 +101,7 @@ def evaluate(
     device: str = "cpu",
     epochs: int | None = None,
     progress: ProgressFactory = no_progress,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Train ``repeats`` fresh networks on the decoded set and test them.
 
@@ -110,9 +115,10 @@ def evaluate(
         proto = dataclasses.replace(proto, train=dataclasses.replace(proto.train, epochs=epochs))
     images, labels = syn.decoded()
     with progress(eval_steps(labels.shape[0], proto, repeats), "evaluate") as bar:
-        return evaluate_images(
-            images, labels, dataset, proto, repeats, seed, model or proto.model, device, bar
-        )
+        with autocast_scope(resolve_precision(precision, device), device):
+            return evaluate_images(
+                images, labels, dataset, proto, repeats, seed, model or proto.model, device, bar
+            )
 
 
 __all__ = ["SyntheticSet", "distill", "eval_protocol", "evaluate", "load_dataset"]

@@ -50,18 +50,20 @@ def cache_path(
     model: str,
     repeats: int,
     seed: int,
+    precision: str = "fp32",
 ) -> Path:
-    key = config_hash(
-        {
-            "kind": kind,
-            "dataset": _dataset_key(dataset),
-            "ipc": ipc if kind == "random" else None,
-            "protocol": protocol_key(protocol, model),
-            "repeats": repeats,
-            "seed": seed,
-            "version": __version__,
-        }
-    )
+    fields = {
+        "kind": kind,
+        "dataset": _dataset_key(dataset),
+        "ipc": ipc if kind == "random" else None,
+        "protocol": protocol_key(protocol, model),
+        "repeats": repeats,
+        "seed": seed,
+        "version": __version__,
+    }
+    if precision != "fp32":  # fp32 entries keep the keys they always had
+        fields["precision"] = precision
+    key = config_hash(fields)
     return cache_dir / "baselines" / f"{dataset.name}-{kind}-{protocol.name}-{model}-{key}.json"
 
 
@@ -76,8 +78,12 @@ def baseline(
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
     cache_dir: Path | None = None,
+    precision: str = "fp32",
 ) -> EvalResult:
-    """Evaluate the ``random`` (fresh subset per repeat) or ``full`` baseline, cached."""
+    """Evaluate the ``random`` (fresh subset per repeat) or ``full`` baseline, cached.
+
+    ``precision`` names the autocast scope the caller runs this in (``exdistill.precision``);
+    it keys the cache, so fp32 and bf16 results are never mixed."""
     if kind not in BASELINES:
         from exdistill.errors import ConfigError
 
@@ -86,7 +92,7 @@ def baseline(
     name = model or proto.model
     path = None
     if cache_dir is not None:
-        path = cache_path(cache_dir, kind, dataset, ipc, proto, name, repeats, seed)
+        path = cache_path(cache_dir, kind, dataset, ipc, proto, name, repeats, seed, precision)
         if path.is_file():
             try:
                 return EvalResult.from_dict(json.loads(path.read_text()))

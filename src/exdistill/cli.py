@@ -15,6 +15,10 @@ from exdistill.errors import ExdistillError
 from exdistill.memory import report_peak_at_exit
 
 MAIN_DEFAULT_OUT = "runs/edd-digits-ipc10"
+PRECISION_HELP = (
+    "fp32 (default), bf16, or auto (bf16 where the device runs it fast: CUDA, or a CPU with "
+    "AMX-BF16/AVX512-BF16); every loop of the run"
+)
 
 
 # ----------------------------------------------------------------------------- output helpers
@@ -163,6 +167,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         repeats=args.repeats,
+        precision=args.precision,
     )
     run, method = _resumed_config(args, run, method)
     _distill_and_report(run, method, *_out_and_resume_flags(args))
@@ -182,6 +187,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
         protocol=args.protocol,
         models=tuple(args.models.split(",")) if args.models else None,
         baselines=False if args.no_baselines else None,
+        precision=args.precision,
     )
     overrides = _deep_update(_method_flags(args, run.method), overrides)
     run, overrides = _resumed_config(args, run, overrides)
@@ -447,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: EDD over IDC on built-in digits, ipc 10")
     _common(p, MAIN_DEFAULT_OUT, resume=True)
     p.add_argument("--repeats", type=int, help="evaluation networks (default 3)")
+    p.add_argument("--precision", help=PRECISION_HELP)
     p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
     p.add_argument(
         "--set",
@@ -465,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="quick (CPU budget, the default) or paper")
     p.add_argument("--protocol", help="evaluation protocol (default: the method's, quick or not)")
     p.add_argument("--repeats", type=int, help="evaluation networks (default 3)")
+    p.add_argument("--precision", help=PRECISION_HELP)
     p.add_argument("--models", help="comma-separated evaluation networks (cross-architecture)")
     p.add_argument("--no-baselines", action="store_true", help="skip random/full baselines")
     p.add_argument(

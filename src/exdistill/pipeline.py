@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from exdistill.evaluate import (
 from exdistill.io import atomic_write, write_json
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.models.kernels import calls_since, kernel_calls
+from exdistill.precision import PRECISIONS, autocast_scope, hardware_record, resolve_precision
 from exdistill.progress import ProgressFactory, no_progress
 from exdistill.runs import (
     MARKER,
@@ -65,11 +67,19 @@ class RunConfig:
     baselines: bool = True  # also evaluate random subset and full data (cached)
     device: str = "cpu"
     val_fraction: float = 0.1
+    # fp32 | bf16 | auto (bf16 where the device runs it fast): every loop of the run, the
+    # evaluation and its baselines (exdistill.precision). fp32 until bf16's accuracy parity is
+    # measured on validation (docs/performance.md).
+    precision: str = "fp32"
 
     def validate(self) -> None:
         require(self.ipc >= 1, f"ipc: must be ≥ 1, got {self.ipc}")
         require(self.repeats >= 1, f"repeats: must be ≥ 1, got {self.repeats}")
         require(0 < self.val_fraction < 1, "val_fraction: must be in (0, 1)")
+        require(
+            self.precision in PRECISIONS,
+            f"precision: unknown '{self.precision}'; choose from: {', '.join(PRECISIONS)}",
+        )
         METHODS.get(self.method)
         if self.protocol:
             PROTOCOLS.get(self.protocol)
@@ -167,9 +177,15 @@ def baselines_for(
     model: str,
     device: str,
     progress: ProgressFactory,
+    precision: str = "fp32",
 ) -> dict[str, dict[str, Any]]:
+    """The random-subset and full-data baselines (cached), computed at ``precision`` (the
+    caller's autocast scope; it also keys the cache)."""
     args = (dataset, ipc, protocol, repeats, seed, model, device, progress)
-    return {k: _baseline_with_bar(k, *args, label=f"baseline {k}") for k in ("random", "full")}
+    return {
+        k: _baseline_with_bar(k, *args, label=f"baseline {k}", precision=precision)
+        for k in ("random", "full")
+    }
 
 
 def _baseline_with_bar(
@@ -185,12 +201,23 @@ def _baseline_with_bar(
     *,
     label: str,
     use_cache: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """One baseline's result as plain data, its training shown as a progress bar ``label``."""
     with progress(baseline_steps(kind, dataset, ipc, protocol, repeats), label) as bar:
         cache_dir = cache_root() if use_cache else None
         result = baseline(
-            kind, dataset, ipc, protocol, repeats, seed, model, device, bar, cache_dir=cache_dir
+            kind,
+            dataset,
+            ipc,
+            protocol,
+            repeats,
+            seed,
+            model,
+            device,
+            bar,
+            cache_dir=cache_dir,
+            precision=precision,
         )
     return result.to_dict()
 
@@ -262,6 +289,8 @@ def distill(
     models = list(run.models) or [proto.model]
     _check_model_fits(dataset, models, proto.model_options)
     device = torch.device(run.device)
+    precision = resolve_precision(run.precision, device)
+    at_precision = partial(autocast_scope, precision, device)
     per_ipc = spec.preflight(cfg, dataset, run.ipc, device)
     small = min(len(i) for i in dataset.class_indices("train"))
     require(
@@ -302,7 +331,7 @@ def distill(
     checkpoint.log_records = lambda: log.count
     dist.barrier()  # rank 0 (re)made the run directory before any rank reads a checkpoint
 
-    def evaluate_partial(syn: SyntheticSet) -> dict[str, Any]:
+    def evaluate_partial(syn: SyntheticSet) -> dict[str, Any]:  # inside the run's scope
         res = evaluate_set(
             syn, dataset, protocol, run.repeats, run.seed, models[:1], run.device, progress, dist
         )
@@ -322,7 +351,8 @@ def distill(
     try:
         with progress(spec.steps(cfg, ctx), f"distill {run.method}") as bar:
             ctx.progress = bar
-            result = spec.run(ctx, cfg)
+            with at_precision():
+                result = spec.run(ctx, cfg)
     except NumericalError as err:
         message = f"{err}; {checkpoint.describe()}"
         if writes:
@@ -348,9 +378,10 @@ def distill(
         syn.grid(out / "grid.png")
 
     t1 = time.perf_counter()
-    evals = evaluate_set(
-        syn, dataset, protocol, run.repeats, run.seed, models, run.device, progress, dist
-    )
+    with at_precision():
+        evals = evaluate_set(
+            syn, dataset, protocol, run.repeats, run.seed, models, run.device, progress, dist
+        )
     main = evals[models[0]].to_dict()
     metrics: dict[str, Any] = {
         "method": run.method,
@@ -372,6 +403,7 @@ def distill(
         # process (rank 0; this session after a resume); 0: the layers ran PyTorch's own code
         # (small maps, CUDA); -1: compiling failed and the layers fell back to PyTorch's
         "fused_kernel_calls": fused_calls,
+        **hardware_record(run.precision, precision),
         "library_version": __version__,
     }
     if result.initial_images is not None and not spec.selects_real:
@@ -385,9 +417,18 @@ def distill(
     if not writes:  # the rest (cached baselines, files) is rank 0's alone
         return DistillOutcome(syn, metrics, result.records)
     if run.baselines:
-        metrics["baselines"] = baselines_for(
-            dataset, run.ipc, protocol, run.repeats, run.seed, models[0], run.device, progress
-        )
+        with at_precision():
+            metrics["baselines"] = baselines_for(
+                dataset,
+                run.ipc,
+                protocol,
+                run.repeats,
+                run.seed,
+                models[0],
+                run.device,
+                progress,
+                precision,
+            )
         # Scored against the baselines of the same protocol and network, the only ones they
         # may be compared with; no baselines, no scores (nothing to fill them with).
         metrics.update(

@@ -95,9 +95,10 @@ def embedding_distance(
             real, syn = augment.siamese([real, syn], generator)
         else:
             real, syn = augment.apply(real, aug), augment.apply(syn, aug)
+    # The means and the distance in fp32 whatever the embedding's precision (bf16 runs).
     with torch.no_grad():
-        mean_real = model.embed(real).mean(0)  # (D,)
-    mean_syn = model.embed(syn).mean(0)  # (D,)
+        mean_real = model.embed(real).float().mean(0)  # (D,)
+    mean_syn = model.embed(syn).float().mean(0)  # (D,)
     return ((mean_real - mean_syn) ** 2).sum()
 
 

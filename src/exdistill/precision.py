@@ -1,0 +1,102 @@
+"""Numeric precision of a run: ``fp32``, ``bf16`` or ``auto``, and what the hardware offers.
+
+``bf16`` runs every forward pass of every loop (evaluation and θ training, filter networks,
+experts, herding features, DM's embeddings, MTT's student steps, the matching step with its
+double backward) under bf16 autocast: convolutions and matrix products take bf16 inputs and
+accumulate in fp32, while the parameters, their gradients, the matching distance and the image
+update stay fp32 (autocast leaves elementwise ops and reductions of fp32 tensors alone, and
+cross-entropy runs in fp32). One scope around the job, ``autocast_scope``, is what every loop
+honours: no loop needs its own switch, so none can forget it.
+
+``auto`` is bf16 where the device runs it fast, else fp32: CUDA with bf16 support, or a CPU
+whose flags include AMX-BF16 or AVX512-BF16 (read from ``/proc/cpuinfo``, never assumed).
+Measured on a 2-core Xeon with ``amx_bf16`` (torch 2.13.0, 2 threads, two background jobs at
+nice 19): a 2048² matmul runs at 431 GFLOP/s in fp32 and 3,371 in bf16, yet the library's IDC
+matching step at the CIFAR shape (width 128) gains little: 1,992 ms under bf16 against the fp32
+reference loop's 2,931 (1.47×; the fp32 library with its fused kernels: 1.61×), the loss within
+2e-4 and the image gradient's cosine to fp32 above 0.999 (``python benchmarks/matching_speed.py
+--case a --steps 3 --threads 2 --precision bf16``; docs/performance.md). NCHW bf16 convolutions
+do not reach the AMX rate; channels-last ones do, which is where the speed is still to be had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from exdistill.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "auto")
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # instructions that make bf16 fast on CPU
+
+
+def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The bf16 instructions this CPU reports (``amx_bf16``, ``avx512_bf16``); () if none or
+    unknown (no /proc/cpuinfo).
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "cpuinfo")
+    >>> _ = open(path, "w").write("flags\\t\\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\\n")
+    >>> cpu_bf16_flags(path)
+    ('amx_bf16', 'avx512_bf16')
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return tuple(f for f in CPU_BF16_FLAGS if f in flags)
+
+
+def resolve_precision(name: str, device: str | torch.device, cpu_flags=None) -> str:
+    """``fp32`` or ``bf16`` for ``name`` on ``device`` (``auto``: bf16 where it is fast).
+
+    >>> resolve_precision("auto", "cpu", cpu_flags=("amx_bf16",))
+    'bf16'
+    >>> resolve_precision("auto", "cpu", cpu_flags=()), resolve_precision("bf16", "cpu", ())
+    ('fp32', 'bf16')
+    """
+    if name not in PRECISIONS:
+        raise ConfigError(f"precision: unknown '{name}'; choose from: {', '.join(PRECISIONS)}")
+    if name != "auto":
+        return name
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
+    return "bf16" if device.type == "cpu" and flags else "fp32"
+
+
+@contextlib.contextmanager
+def autocast_scope(precision: str, device: str | torch.device) -> Iterator[None]:
+    """Run the enclosed work at ``precision`` (already resolved: fp32 or bf16) on ``device``."""
+    if precision == "fp32":
+        yield
+        return
+    device = torch.device(device)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        yield
+
+
+def hardware_record(requested: str, resolved: str) -> dict[str, object]:
+    """What ``metrics.json`` records about precision: asked, used, and the CPU's bf16 flags."""
+    return {
+        "precision": resolved,
+        "precision_requested": requested,
+        "cpu_bf16": list(cpu_bf16_flags()),
+    }
+
+
+__all__ = [
+    "PRECISIONS",
+    "autocast_scope",
+    "cpu_bf16_flags",
+    "hardware_record",
+    "resolve_precision",
+]

@@ -1,0 +1,88 @@
+"""Precision: detection, resolution, the bf16 scope every loop honours, and what stays fp32."""
+
+import json
+
+import pytest
+import torch
+
+from exdistill.baselines import cache_path
+from exdistill.data import load_dataset
+from exdistill.errors import ConfigError
+from exdistill.evaluate import PROTOCOLS
+from exdistill.methods.dm import embedding_distance
+from exdistill.models import build_model
+from exdistill.pipeline import RunConfig, distill
+from exdistill.precision import autocast_scope, cpu_bf16_flags, resolve_precision
+
+TINY = {"iterations": 2, "match_steps": 2, "model_options": {"width": 8}}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_cpu_flags_are_read_not_assumed(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    assert cpu_bf16_flags(info) == ()
+    info.write_text("flags\t\t: fpu avx512f avx512_bf16\nflags\t\t: amx_bf16\n")
+    assert cpu_bf16_flags(info) == ("amx_bf16", "avx512_bf16")
+    assert cpu_bf16_flags(tmp_path / "missing") == ()
+
+
+def test_auto_is_bf16_only_where_it_is_fast():
+    assert resolve_precision("auto", "cpu", cpu_flags=("avx512_bf16",)) == "bf16"
+    assert resolve_precision("auto", "cpu", cpu_flags=()) == "fp32"
+    assert resolve_precision("fp32", "cpu", cpu_flags=("amx_bf16",)) == "fp32"
+    with pytest.raises(ConfigError, match="precision: unknown 'fp16'"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ConfigError, match="precision"):
+        RunConfig(precision="half").validate()
+
+
+def test_the_bf16_scope_runs_convolutions_in_bf16_and_keeps_parameters_fp32(digits):
+    net = build_model("convnet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 1, 8, 8)
+    with autocast_scope("bf16", "cpu"):
+        out = net(x)
+        loss = torch.nn.functional.cross_entropy(out, torch.zeros(4, dtype=torch.long))
+    assert out.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loss.backward()
+    assert all(p.grad.dtype == torch.float32 for p in net.parameters())
+    with autocast_scope("fp32", "cpu"):
+        assert net(x).dtype == torch.float32
+
+
+def test_dm_distance_stays_fp32_under_bf16(digits):
+    net = build_model("convnet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0))
+    real, syn = torch.randn(6, 1, 8, 8), torch.randn(2, 1, 8, 8, requires_grad=True)
+    with autocast_scope("bf16", "cpu"):
+        d = embedding_distance(net, real, syn, None, torch.Generator())
+    assert d.dtype == torch.float32
+    d.backward()
+    assert syn.grad.dtype == torch.float32 and torch.isfinite(syn.grad).all()
+
+
+def test_bf16_baselines_never_share_the_fp32_cache(digits, tmp_path):
+    proto = PROTOCOLS.get("idc-smoke")
+    fp32 = cache_path(tmp_path, "random", digits, 2, proto, "convnet", 1, 0)
+    assert fp32 == cache_path(tmp_path, "random", digits, 2, proto, "convnet", 1, 0, "fp32")
+    assert fp32 != cache_path(tmp_path, "random", digits, 2, proto, "convnet", 1, 0, "bf16")
+
+
+def test_a_bf16_run_records_its_precision_and_stays_near_fp32(digits, tmp_path):
+    def run(precision):
+        cfg = RunConfig(method="idc", ipc=2, repeats=1, protocol="idc-smoke", precision=precision)
+        out = distill(cfg, TINY, tmp_path / precision)
+        return out.synthetic.images, json.loads((tmp_path / precision / "metrics.json").read_text())
+
+    images32, m32 = run("fp32")
+    images16, m16 = run("bf16")
+    assert (m32["precision"], m16["precision"], m16["precision_requested"]) == ("fp32",) + (
+        "bf16",
+    ) * 2
+    assert m16["cpu_bf16"] == list(cpu_bf16_flags())
+    assert not torch.equal(images16, images32) and torch.isfinite(images16).all()
+    # 4 image updates from the same start: the two sets stay close.
+    assert (images16 - images32).abs().max() < 0.25 * images32.abs().max()
