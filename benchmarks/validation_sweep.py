@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True)
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job from the i-th")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument(
+        "--report", action="store_true", help="only write the table of the finished runs"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,7 +108,7 @@ def main() -> None:
     root = Path(args.out)
     jobs = [(v, s) for v in variants for s in seeds]
     for i, ((label, method, overrides), seed) in enumerate(jobs):
-        if i % count == index:
+        if i % count == index and not args.report:
             try:
                 run_one(args, method, overrides, seed, root / slug(label) / f"seed{seed}")
             except ExdistillError as err:  # a bad variant must not stop the others
