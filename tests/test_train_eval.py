@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -15,9 +16,11 @@ from exdistill.baselines import baseline, baseline_steps, cache_path, random_sub
 from exdistill.data import load_dataset
 from exdistill.errors import ConfigError
 from exdistill.evaluate import (
+    FULL_EPOCHS,
     PROTOCOLS,
     EvalResult,
     Protocol,
+    converged,
     eval_steps,
     evaluate_images,
     protocol_key,
@@ -255,7 +258,9 @@ def test_baseline_full_ignores_ipc_in_its_key(digits, tmp_path: Path) -> None:
     assert cache_path(tmp_path, "random", digits, 1, TINY, "convnet", 1, 0) != cache_path(
         tmp_path, "random", digits, 2, TINY, "convnet", 1, 0
     )
-    assert baseline_steps("full", digits, 1, TINY, 2) == 2 * 20
+    # the full-data bound is not capped at the protocol's 20 steps: FULL_EPOCHS epochs at most
+    epoch = math.ceil(len(digits.train) / TINY.train.batch_size)
+    assert baseline_steps("full", digits, 1, TINY, 2) == 2 * FULL_EPOCHS * epoch
     assert baseline_steps("random", digits, 1, replace(TINY, train=PLAIN), 1) == 1000
 
 
@@ -286,3 +291,20 @@ def test_train_config_names_the_bad_field(field, value) -> None:
     model = build_model("convnet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match=f"train.{field}"):
         Trainer(model, cfg, total_steps=10, generator=torch.Generator().manual_seed(0))
+
+
+def test_converged_training_stops_on_validation_and_tests_the_best_epoch(digits) -> None:
+    proto = converged(TINY, epochs=12)
+    assert proto.train.max_steps == 0 and proto.train.epochs == 12
+    assert proto.name == "test-tiny+converged"
+    images, labels = digits.normalized("train")
+    res = evaluate_images(images, labels, digits, proto, repeats=1, patience=2)
+    (curve,) = res.curves
+    best = max(range(len(curve)), key=lambda i: (curve[i], -i))
+    # It stopped at most ``patience`` epochs after its best one, and reports that epoch's net.
+    assert len(curve) == 12 or len(curve) - 1 - best == 2
+    assert res.val_accs[0] == pytest.approx(curve[best])
+    assert res.to_dict()["val_curves"] == [curve]
+    assert EvalResult.from_dict(res.to_dict()).curves == [curve]
+    plain = evaluate_images(images[:200], labels[:200], digits, TINY, repeats=1)
+    assert plain.curves == [] and "val_curves" not in plain.to_dict()

@@ -1,8 +1,9 @@
 """The rows every result table carries: a random real subset at the same ipc, and full data.
 
-Both use the same protocol and seeds as the methods they sit beside, and are cached on disk
-(keyed by dataset, split, protocol, model, ipc, repeats, seed and library version) so a table
-can always show them without retraining.
+Both use the same protocol and seeds as the methods they sit beside (the full-data row trains
+to convergence on validation instead of the protocol's step cap: ``evaluate.converged``), and
+are cached on disk (keyed by dataset, split, protocol, model, ipc, repeats, seed and library
+version) so a table can always show them without retraining.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import torch
 from exdistill import __version__
 from exdistill.config import config_hash
 from exdistill.data.base import ImageDataset
-from exdistill.evaluate import PROTOCOLS, EvalResult, Protocol, evaluate_images, protocol_key
+from exdistill.evaluate import (
+    FULL_PATIENCE,
+    PROTOCOLS,
+    EvalResult,
+    Protocol,
+    converged,
+    evaluate_images,
+    protocol_key,
+)
 from exdistill.io import write_json
 from exdistill.progress import Progress
 from exdistill.seeding import derive_seed, generator
@@ -92,16 +101,26 @@ def baseline(
     name = model or proto.model
     path = None
     if cache_dir is not None:
-        path = cache_path(cache_dir, kind, dataset, ipc, proto, name, repeats, seed, precision)
+        keyed = converged(proto) if kind == "full" else proto
+        path = cache_path(cache_dir, kind, dataset, ipc, keyed, name, repeats, seed, precision)
         if path.is_file():
             try:
                 return EvalResult.from_dict(json.loads(path.read_text()))
             except (json.JSONDecodeError, KeyError):
                 pass  # a damaged cache entry is recomputed
-    if kind == "full":
+    if kind == "full":  # the upper bound: trained to convergence on validation
         images, labels = dataset.normalized("train")
         result = evaluate_images(
-            images, labels, dataset, proto, repeats, seed, name, device, progress
+            images,
+            labels,
+            dataset,
+            converged(proto),
+            repeats,
+            seed,
+            name,
+            device,
+            progress,
+            patience=FULL_PATIENCE,
         )
     else:
         results = []
@@ -138,5 +157,6 @@ def baseline_steps(
     kind: str, dataset: ImageDataset, ipc: int, protocol: str | Protocol, repeats: int
 ) -> int:
     proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
-    n = len(dataset.train) if kind == "full" else ipc * dataset.num_classes
-    return proto.train.total_steps(n) * repeats
+    if kind == "full":  # at most: converged training may stop early
+        return converged(proto).train.total_steps(len(dataset.train)) * repeats
+    return proto.train.total_steps(ipc * dataset.num_classes) * repeats

@@ -119,15 +119,17 @@ def train_classifier(
     cfg: TrainConfig,
     generator: torch.Generator,
     progress: Progress | None = None,
-    on_epoch: Callable[[int, Trainer], None] | None = None,
+    on_epoch: Callable[[int, Trainer], bool | None] | None = None,
     trainer: Trainer | None = None,
 ) -> nn.Module:
     """Train ``model`` on normalised ``images (N, C, H, W)`` / ``labels (N,)`` in place.
 
     ``on_epoch(epochs_done, trainer)`` runs after every pass over the data: expert
-    trajectories (MTT, ``experts.py``) snapshot the parameters there. ``trainer`` continues a
-    ``Trainer`` of ``model`` that has already taken whole epochs of steps (a resumed expert,
-    its optimiser state and ``generator`` restored by the caller) instead of starting afresh.
+    trajectories (MTT, ``experts.py``) snapshot the parameters there; returning True stops the
+    training there (early stopping on validation, ``evaluate.train_and_test``). ``trainer``
+    continues a ``Trainer`` of ``model`` that has already taken whole epochs of steps (a
+    resumed expert, its optimiser state and ``generator`` restored by the caller) instead of
+    starting afresh.
     """
     n = int(labels.shape[0])
     total = cfg.total_steps(n)
@@ -144,8 +146,8 @@ def train_classifier(
             trainer.step(images[batch].to(device), labels[batch].to(device))
             progress.update(1)
         epoch += 1
-        if on_epoch is not None:
-            on_epoch(epoch, trainer)
+        if on_epoch is not None and on_epoch(epoch, trainer):
+            break
     return model
 
 
