@@ -345,9 +345,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
         cells_progress=cells_progress,
         compute=not args.report,
         jobs=args.jobs,
+        eval_protocol=args.eval_protocol,
+        eval_repeats=args.eval_repeats,
     )
     done = sum(r.status == "done" for r in records)
-    print(f"\n{done}/{len(records)} cells done; wrote {args.out}/results.md, results.json")
+    where = Path(args.out) / "protocols" / args.eval_protocol if args.eval_protocol else args.out
+    print(f"\n{done}/{len(records)} cells done; wrote {where}/results.md, results.json")
 
 
 def cmd_experts(args: argparse.Namespace) -> None:
@@ -577,6 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cells run at a time, each with OMP_NUM_THREADS = cores // N unless set (default 1)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    p.add_argument(
+        "--eval-protocol",
+        help="evaluate the finished sets in --out again under this protocol (e.g. idc), with "
+        "random and full rows under it; writes OUT/protocols/P/ (resumable with --resume)",
+    )
+    p.add_argument("--eval-repeats", type=int, help="networks per set with --eval-protocol")
     p.add_argument(
         "--report", action="store_true", help="rewrite results.* from finished cells, run nothing"
     )

@@ -505,3 +505,37 @@ def test_the_ladder_table_compares_edd_with_its_base_at_the_same_rung(tmp_path):
     text = ladder.table(cells)
     assert "| d | 10 | edd | 4× | 62.50 ± 1.00 | 50 | +2.50 vs idc | yes |" in text
     assert "| d | 10 | edd | 1× | 45.00 ± 1.00 | 12 | — | no |" in text  # no idc-x1 to compare
+
+
+def test_a_finished_suite_is_evaluated_again_under_another_protocol(tmp_path):
+    suite = Suite(
+        "t",
+        ("digits",),
+        (1,),
+        ("random", "idc", "dc"),
+        protocol="idc-smoke",
+        repeats=1,
+        overrides={"idc": {"iterations": 1, "match_steps": 1}},
+        full_data=True,
+    )
+    out = tmp_path / "suite"
+    run_suite(suite, out, only=parse_only("method=random+idc"), echo=lambda line: None)
+    again = run_suite(suite, out, echo=lambda line: None, eval_protocol="dc-quick", eval_repeats=2)
+    by = {r.method: r for r in again}
+    assert by["idc"].status == "done" and len(by["idc"].test_accs) == 2
+    assert by["dc"].status == "skipped" and "not distilled" in by["dc"].error
+    assert by["random"].status == "done" and by["full"].status == "done"
+    evaluated = json.loads(
+        (out / "protocols/dc-quick/cells/digits/ipc1/idc/metrics.json").read_text()
+    )
+    assert evaluated["protocol"] == "dc-quick"
+    assert evaluated["synset"].endswith("cells/digits/ipc1/idc/synthetic")
+    table = (out / "protocols/dc-quick/results.md").read_text()
+    assert "dc-quick" in table
+    # resumable: nothing is recomputed
+    third = run_suite(
+        suite, out, resume=True, echo=lambda line: None, eval_protocol="dc-quick", eval_repeats=2
+    )
+    assert all(r.cached for r in third if r.status == "done")
+    with pytest.raises(ConfigError, match="holds no suite"):
+        run_suite(suite, tmp_path / "none", echo=lambda line: None, eval_protocol="dc-quick")

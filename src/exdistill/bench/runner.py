@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,9 @@ class CellContext:
     device: str
     concurrency: Concurrency = field(default_factory=Concurrency)
     pool: CellPool | None = None  # shared with the cells running at the same time
+    # Evaluation mode: the suite directory whose finished sets are evaluated again (under
+    # ``suite.protocol``) instead of distilled; baseline rows are recomputed under it.
+    source: Path | None = None
 
 
 def _cell_dir(out: Path, cell: Cell) -> Path:
@@ -169,6 +172,15 @@ def _distill_argv(cell: Cell, ctx: CellContext) -> list[str]:
         write_text(config, yaml.safe_dump({"method": overrides}, sort_keys=False))
         argv += ["--config", str(config)]
     return argv
+
+
+def _evaluate_argv(cell: Cell, ctx: CellContext) -> list[str]:
+    """A finished cell's synthetic set, evaluated again under the suite's protocol."""
+    s = ctx.suite
+    synset = _cell_dir(ctx.source, cell) / "synthetic"
+    argv = ["evaluate", str(synset), "--protocol", s.protocol, "--repeats", str(s.repeats)]
+    argv += ["--seed", str(s.seed), "--device", ctx.device, "--out", str(_cell_dir(ctx.out, cell))]
+    return argv + (["--data-dir", ctx.data_dir] if ctx.data_dir else [])
 
 
 def _experts_dir(cell: Cell, ctx: CellContext) -> Path:
@@ -358,6 +370,15 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
             return record
         stale = True  # presets or overrides changed since it ran: recompute
     method = ctx.suite.row(cell.method)[0]
+    distilled = cell.method not in (FULL, *SELECTION)
+    if ctx.source is not None and distilled and not _is_done(_cell_dir(ctx.source, cell)):
+        return CellRecord(
+            cell.dataset,
+            cell.ipc,
+            cell.method,
+            "skipped",
+            error=f"not distilled yet in {ctx.source}",
+        )
     if cell.method not in (FULL, *SELECTION) and method not in METHODS.names():
         return CellRecord(
             cell.dataset,
@@ -367,7 +388,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
             error=f"method '{cell.method}' is not in this version",
         )
     log = run_dir.with_suffix(".log")
-    pre = _prepare(cell, ctx, log)
+    pre = None if ctx.source is not None else _prepare(cell, ctx, log)
     if pre is not None and pre.returncode != 0:
         return CellRecord(
             cell.dataset,
@@ -377,9 +398,15 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
             error=f"preparing: {_failure(pre)}",
             wall_seconds=pre.wall_seconds,
         )
-    argv = CELL_COMMANDS.get(method, _distill_argv)(cell, ctx)
+    if ctx.source is not None and distilled:
+        argv = _evaluate_argv(cell, ctx)
+    else:
+        argv = CELL_COMMANDS.get(method, _distill_argv)(cell, ctx)
     resumable = (
-        not stale and (run_dir / "run.json").is_file() and cell.method not in (FULL, *SELECTION)
+        ctx.source is None
+        and not stale
+        and (run_dir / "run.json").is_file()
+        and cell.method not in (FULL, *SELECTION)
     )
     env, pool = ctx.concurrency.env, ctx.pool
     result = run_process(
@@ -437,14 +464,32 @@ def run_suite(
     cells_progress: Callable[[Iterable[Cell]], Iterable[Cell]] = lambda cells: cells,
     compute: bool = True,
     jobs: int = 1,
+    eval_protocol: str | None = None,
+    eval_repeats: int | None = None,
 ) -> list[CellRecord]:
     """Run (or continue) the suite's cells selected by ``only``; returns their records.
+
+    ``eval_protocol``: evaluate the suite's finished sets in ``out`` again under that protocol
+    (``eval_repeats`` networks each, default the suite's) instead of distilling, with its random
+    and full-data rows recomputed under it; results go to ``out/protocols/<protocol>/`` and
+    continue with ``resume`` like a suite (an evaluated cell is never recomputed: delete its
+    directory after recomputing the cell it came from). Cells not distilled yet are skipped.
 
     results.json, results.md and the plots cover the whole suite — every finished cell on
     disk, the rest pending — and are rewritten after every cell. ``compute=False`` only
     rewrites them (``exdistill bench --report``). ``jobs`` > 1 runs that many cells at a time
     (``run_concurrently``): the same records, echoed as they finish rather than in plan order."""
     out = Path(out)
+    source = None
+    if eval_protocol is not None:
+        from exdistill.evaluate import PROTOCOLS
+
+        PROTOCOLS.get(eval_protocol)
+        if not (out / "suite.json").is_file():
+            raise ConfigError(f"out: {out} holds no suite to evaluate under {eval_protocol}")
+        source, out = out, out / "protocols" / eval_protocol
+        repeats = eval_repeats or suite.repeats
+        suite = replace(suite, protocol=eval_protocol, repeats=repeats)
     settings = concurrency(jobs, os.environ, usable_cpus())
     cells = plan(suite, only)
     if not cells:
@@ -473,7 +518,7 @@ def run_suite(
         data_dir, missing = dirs[cell.dataset]
         if missing:
             return CellRecord(cell.dataset, cell.ipc, cell.method, "skipped", error=missing)
-        return run_cell(cell, CellContext(suite, out, data_dir, device, settings, pool))
+        return run_cell(cell, CellContext(suite, out, data_dir, device, settings, pool, source))
 
     def finish(cell: Cell, record: CellRecord) -> None:
         records[cell] = record
