@@ -10,7 +10,12 @@
 #   3. scaling: one outer iteration of idc and edd at 10, 50 and 200 classes
 #      (benchmarks/scaling.py; time, peak RSS and peak GPU memory, linearity);
 #   4. a short idc and edd distillation of CIFAR-10 (JPEG) at ipc 10 (a few hundred matching
-#      steps) with a quick evaluation, through the unchanged CLI.
+#      steps) with a quick evaluation, through the unchanged CLI;
+#   5. (GPU only) real Tiny-ImageNet from ../shared/data/tiny-imagenet (Hugging Face parquet,
+#      200 classes, 64×64): 200 matching steps of idc and of edd at the paper's settings (width
+#      128, ConvNet-4, 100 steps per outer iteration), timed, plus the matching step at bf16.
+#      The device machine receives ../shared with the working tree; decoding the parquet shards
+#      takes about 40 s and 6 GB the first time.
 #
 # Usage:  bash benchmarks/gpu_check.sh          (GPU: --device cuda)
 #         bash benchmarks/gpu_check.sh --cpu    (the same steps with tiny budgets, ~2-3 min)
@@ -105,6 +110,7 @@ echo; echo "== 1. matching step vs the reference loop"
 if [[ $DEVICE == cuda ]]; then
   # TF32 convolutions reorder sums: gradients agree to ~1e-3 there (the loss check stays 1e-4)
   python benchmarks/matching_speed.py --device cuda --case a --steps $SPEED_STEPS --grad-rtol 1e-2 | tail -4
+  python benchmarks/matching_speed.py --device cuda --case a --steps $SPEED_STEPS --precision bf16 | tail -4
   python benchmarks/matching_speed.py --device cuda --case c --steps $SPEED_STEPS --grad-rtol 1e-2 | tail -4
 else  # CPU: the digits case (CIFAR shape takes ~30 s a step here)
   python benchmarks/matching_speed.py --case b --steps $SPEED_STEPS --threads 1 | tail -4
@@ -224,4 +230,36 @@ print(f"{sys.argv[2]}: distill {m['distill_seconds']} s, eval {m['eval_seconds']
 EOF
 done
 if [[ $DEVICE == cuda ]]; then nvidia-smi --query-gpu=memory.used --format=csv,noheader || true; fi
+# ------------------------------------------------------------------------------ 5. Tiny-ImageNet
+TINY=../shared/data/tiny-imagenet
+if [[ $DEVICE == cuda && -d $TINY ]]; then
+  echo; echo "== 5. Tiny-ImageNet (real, parquet), paper settings, 200 matching steps each"
+  python benchmarks/matching_speed.py --device cuda --case c --steps $SPEED_STEPS \
+    --precision bf16 | tail -4
+  PAPER=(--ipc 10 --preset paper --repeats 1 --set run.protocol=idc-quick --no-baselines --no-tsne)
+  for method in idc edd; do
+    if [[ $method == idc ]]; then
+      budget=(--set method.iterations=2)
+    else  # the same 200 steps over EDD's two segments; a filter network capped at 500 steps
+      budget=(--set method.base_config.iterations=2 --set method.filter.max_steps=500)
+    fi
+    t0=$SECONDS
+    if ! python -m exdistill distill --method $method --dataset tiny-imagenet --data-dir "$TINY" \
+        --device $DEVICE "${PAPER[@]}" "${budget[@]}" --out $OUT/tiny-$method --overwrite \
+        > $OUT/tiny-$method.stdout 2> $OUT/tiny-$method.stderr; then
+      tail -20 $OUT/tiny-$method.stderr >&2  # a failed case is reported, the script goes on
+      continue
+    fi
+    python - "$OUT/tiny-$method/metrics.json" "$method" "$((SECONDS - t0))" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(f"tiny {sys.argv[2]}: distill {m['distill_seconds']} s for 200 matching steps "
+      f"({m['distill_seconds'] / 200:.3f} s/step), eval {m['eval_seconds']} s, "
+      f"total {sys.argv[3]} s, test acc {100 * m['test_acc_mean']:.2f} %")
+EOF
+  done
+elif [[ $DEVICE == cuda ]]; then
+  echo; echo "== 5. skipped: $TINY is not here"
+fi
 echo; echo "== gpu_check ($MODE) done in $((SECONDS - start)) s"
+
