@@ -254,7 +254,10 @@ def evaluate_images(
 # the protocol's network, optimiser, augmentation and schedule shape, over at most
 # FULL_EPOCHS epochs, and stops when validation accuracy has not improved for FULL_PATIENCE
 # epochs (longer than the gap between the schedule's decays, so each decay gets its chance).
-FULL_EPOCHS = 20
+# Evidence (Fashion-MNIST, idc-quick recipe, width 32, one network, `exdistill baseline full
+# --repeats 1`, 6.4 min on one core): over 20 epochs validation accuracy rose from 83.5 % to
+# 90.5 % and was still rising at the last epoch (test 90.4 %), so the bound gets 30 epochs.
+FULL_EPOCHS = 30
 FULL_PATIENCE = 6
 
 
