@@ -261,6 +261,8 @@ def test_baseline_full_ignores_ipc_in_its_key(digits, tmp_path: Path) -> None:
     # the full-data bound is not capped at the protocol's 20 steps: FULL_EPOCHS epochs at most
     epoch = math.ceil(len(digits.train) / TINY.train.batch_size)
     assert baseline_steps("full", digits, 1, TINY, 2) == 2 * FULL_EPOCHS * epoch
+    # but never fewer steps than the capped protocol: 1,500 steps of digits are 79 epochs
+    assert converged(PROTOCOLS.get("idc-quick"), len(digits.train)).train.epochs == 79
     assert baseline_steps("random", digits, 1, replace(TINY, train=PLAIN), 1) == 1000
 
 
@@ -294,7 +296,7 @@ def test_train_config_names_the_bad_field(field, value) -> None:
 
 
 def test_converged_training_stops_on_validation_and_tests_the_best_epoch(digits) -> None:
-    proto = converged(TINY, epochs=12)
+    proto = converged(TINY, len(digits.train), epochs=12)
     assert proto.train.max_steps == 0 and proto.train.epochs == 12
     assert proto.name == "test-tiny+converged"
     images, labels = digits.normalized("train")

@@ -101,7 +101,7 @@ def baseline(
     name = model or proto.model
     path = None
     if cache_dir is not None:
-        keyed = converged(proto) if kind == "full" else proto
+        keyed = converged(proto, len(dataset.train)) if kind == "full" else proto
         path = cache_path(cache_dir, kind, dataset, ipc, keyed, name, repeats, seed, precision)
         if path.is_file():
             try:
@@ -114,7 +114,7 @@ def baseline(
             images,
             labels,
             dataset,
-            converged(proto),
+            converged(proto, len(labels)),
             repeats,
             seed,
             name,
@@ -158,5 +158,6 @@ def baseline_steps(
 ) -> int:
     proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
     if kind == "full":  # at most: converged training may stop early
-        return converged(proto).train.total_steps(len(dataset.train)) * repeats
+        n = len(dataset.train)
+        return converged(proto, n).train.total_steps(n) * repeats
     return proto.train.total_steps(ipc * dataset.num_classes) * repeats

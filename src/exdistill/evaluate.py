@@ -8,6 +8,7 @@ accuracy exists for model selection; test accuracy is only ever reported.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -261,9 +262,19 @@ FULL_EPOCHS = 30
 FULL_PATIENCE = 6
 
 
-def converged(protocol: Protocol, epochs: int = FULL_EPOCHS) -> Protocol:
-    """``protocol`` for the full-data bound: no step cap, at most ``epochs`` epochs."""
-    train = replace(protocol.train, epochs=min(protocol.train.epochs, epochs), max_steps=0)
+def converged(protocol: Protocol, num_images: int, epochs: int = FULL_EPOCHS) -> Protocol:
+    """``protocol`` for the full-data bound on ``num_images`` training images: no step cap, at
+    most ``epochs`` epochs, but never fewer steps than the capped protocol would take (a small
+    set such as digits, 19 steps an epoch, keeps its 1,500 steps: 79 epochs).
+
+    >>> p = PROTOCOLS.get("idc-quick")
+    >>> converged(p, 54000).train.epochs, converged(p, 1211).train.epochs
+    (30, 79)
+    """
+    per_epoch = math.ceil(num_images / protocol.train.batch_size)
+    at_least = math.ceil(protocol.train.max_steps / per_epoch)
+    epochs = min(protocol.train.epochs, max(epochs, at_least))
+    train = replace(protocol.train, epochs=epochs, max_steps=0)
     return replace(protocol, name=f"{protocol.name}+converged", train=train)
 
 
