@@ -302,7 +302,7 @@ def test_converged_training_stops_on_validation_and_tests_the_best_epoch(digits)
     images, labels = digits.normalized("train")
     res = evaluate_images(images, labels, digits, proto, repeats=1, patience=2)
     (curve,) = res.curves
-    best = max(range(len(curve)), key=lambda i: (curve[i], -i))
+    best = max(range(len(curve)), key=lambda i: (curve[i], i))
     # It ran past the schedule's last decay (epoch 6 of 12), stopped only once ``patience``
     # epochs had passed without a better one, and reports its best epoch's network.
     assert len(curve) == 12 or (len(curve) >= 6 and len(curve) - 1 - best >= 2)

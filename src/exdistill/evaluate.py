@@ -198,7 +198,7 @@ def train_and_test(
         acc = accuracy(net, val_x, val_y)
         if curve is not None:
             curve.append(acc)
-        if acc > best["acc"]:
+        if acc >= best["acc"]:  # a tie goes to the later epoch: further down the schedule
             best.update(acc=acc, epoch=epoch, state=copy.deepcopy(net.state_dict()))
         return epoch >= settle and epoch - best["epoch"] >= patience
 
