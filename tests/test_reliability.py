@@ -180,7 +180,7 @@ class DiesAfter(Checkpointer):
 SMALL = {"iterations": 4, "match_steps": 2, "checkpoint_every": 1, "model_options": {"width": 16}}
 LIBRARY_CASES = {
     # DC: θ trained on S between matches, SGD momentum on the images
-    "dc": ({**SMALL, "net_steps": 2}, 2, (0, 2)),
+    "dc": ({**SMALL, "net_epochs": 2}, 2, (0, 2)),
     # EDD with fresh (filtered) initial images and a random drop order; dies inside segment 1
     "edd": (
         {

@@ -63,7 +63,7 @@ def test_method_presets_differ_as_the_papers_say():
     dc = resolve_config("dc", "paper", "cifar10", 10)
     dsa = resolve_config("dsa", "paper", "cifar10", 10)
     idc = resolve_config("idc", "paper", "cifar10", 10)
-    assert (dc.match_steps, dc.net_steps, dc.iterations) == (10, 50, 1000)
+    assert (dc.match_steps, dc.net_epochs, dc.iterations) == (10, 50, 1000)
     assert resolve_config("dc", "paper", "cifar10", 1).match_steps == 1
     assert resolve_config("dc", "paper", "cifar10", 50).match_steps == 50
     assert dc.distance == "dc" and dc.augment == "" and dc.factor == 1
@@ -121,7 +121,7 @@ def test_matched_set_beats_noise_on_digits(digits):
             "init": "noise",
             "iterations": 30,
             "match_steps": 1,
-            "net_steps": 1,
+            "net_epochs": 1,
             "model_options": {"width": 32},
         },
     )

@@ -2,7 +2,8 @@
 
 Each outer iteration draws a fresh network θ; then ``match_steps`` times: one update of the
 synthetic images that lowers the per-class gradient distance (``matching.py``), followed by
-``net_steps`` updates of θ — on real mini-batches (IDC) or on the synthetic set (DC/DSA).
+θ's own training: ``net_steps`` SGD steps on real mini-batches (IDC) or ``net_epochs`` epochs
+over the synthetic set (DC/DSA).
 
 | method | factor | θ trained on | augmentation | distance, layers | lr_img |
 |---|---|---|---|---|---|
@@ -71,7 +72,8 @@ class GradMatchConfig:
     iterations: int = 2000  # rounds of the segment loop (the budget unit): outer iterations
     match_steps: int = 100  # image updates per θ
     net_source: Literal["real", "syn"] = "real"  # what θ trains on between matches
-    net_steps: int = 1  # real: SGD steps per match step; syn: epochs over S per θ phase
+    net_steps: int = 1  # net_source real: SGD steps on real batches after each match step
+    net_epochs: int = 1  # net_source syn: epochs over the synthetic set after each match step
     batch_real: int = 64  # real images per class per matching step
     max_syn_per_class: int = 128  # decoded synthetic images per class per step (IDC)
     lr_img: float = 5e-3
@@ -107,6 +109,7 @@ class GradMatchConfig:
         require(self.iterations >= 1, "iterations: must be ≥ 1")
         require(self.match_steps >= 1, "match_steps: must be ≥ 1")
         require(self.net_steps >= 0, "net_steps: must be ≥ 0")
+        require(self.net_epochs >= 0, "net_epochs: must be ≥ 0")
         require(self.batch_real >= 1, "batch_real: must be ≥ 1")
         require(self.max_syn_per_class >= 1, "max_syn_per_class: must be ≥ 1")
         require(self.lr_img > 0, "lr_img: must be > 0")
@@ -321,7 +324,7 @@ class GradientMatching(SegmentLoop):
             syn_labels = torch.cat([frozen[1].to(syn_labels), syn_labels])
         images = decode(syn_images.detach(), cfg.factor)
         labels = syn_labels.repeat_interleave(cfg.factor**2)
-        for _ in range(cfg.net_steps):
+        for _ in range(cfg.net_epochs):
             order = self.to_device(torch.randperm(images.shape[0], generator=gen))
             for start in range(0, images.shape[0], cfg.net.batch_size):
                 batch = order[start : start + cfg.net.batch_size]
@@ -476,10 +479,10 @@ DSA_BASE: dict[str, Any] = {
 def _dc_loops(ipc: int) -> dict[str, int]:
     """DC's (outer_loop, inner_loop) by ipc: (1, 1), (10, 50), (50, 10)."""
     if ipc == 1:
-        return {"match_steps": 1, "net_steps": 1}
+        return {"match_steps": 1, "net_epochs": 1}
     if ipc <= 10:
-        return {"match_steps": 10, "net_steps": 50}
-    return {"match_steps": 50, "net_steps": 10}
+        return {"match_steps": 10, "net_epochs": 50}
+    return {"match_steps": 50, "net_epochs": 10}
 
 
 # Matching steps of every gradient method's quick preset (outer iterations × steps per
@@ -493,7 +496,7 @@ def _dc_family(preset: str, dataset: str, ipc: int, base: dict[str, Any]) -> dic
         return {**base, **_dc_loops(ipc), "iterations": 1000}
     # quick: few outer iterations and shorter θ phases, same structure.
     loops = _dc_loops(ipc)
-    loops["net_steps"] = max(1, loops["net_steps"] // 5)
+    loops["net_epochs"] = max(1, loops["net_epochs"] // 5)
     if small_images(dataset):
         # The same 300 matching steps at every ipc: DC's paper loops at 40 outer iterations
         # would make 2,000 at ipc 50 (935 s on digits, 2 cores).
