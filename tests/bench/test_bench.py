@@ -539,3 +539,12 @@ def test_a_finished_suite_is_evaluated_again_under_another_protocol(tmp_path):
     assert all(r.cached for r in third if r.status == "done")
     with pytest.raises(ConfigError, match="holds no suite"):
         run_suite(suite, tmp_path / "none", echo=lambda line: None, eval_protocol="dc-quick")
+
+
+def test_the_tiny_suite_plans_edd_over_both_bases_at_ipc_10_only():
+    tiny = bench.SUITES.get("tiny")
+    keys = {c.key for c in plan(tiny)}
+    assert "tiny-imagenet/ipc10/edd-dm" in keys and "tiny-imagenet/ipc1/edd" not in keys
+    assert tiny.row("edd-dm")[1]["base"] == "dm"
+    ctx = runner.CellContext(tiny, Path("/tmp/none"), None, "cpu")
+    assert runner.expected_config_hashes(Cell("tiny-imagenet", 10, "edd-dm"), ctx)

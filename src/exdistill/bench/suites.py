@@ -33,6 +33,7 @@ for _ds in (
     BenchDataset("fashion-mnist", "fashion-mnist", "Fashion-MNIST", "fashion-mnist"),
     BenchDataset("cifar10-jpeg", "imagefolder", "CIFAR-10 (JPEG)", "cifar10-jpeg"),
     BenchDataset("cifar10", "cifar10", "CIFAR-10", "cifar-10-batches-py"),
+    BenchDataset("tiny-imagenet", "tiny-imagenet", "Tiny-ImageNet (parquet)", "tiny-imagenet"),
 ):
     BENCH_DATASETS.add(_ds.key, _ds)
 
@@ -195,6 +196,25 @@ SUITES.add(
         description="accuracy against budget: random, IDC, EDD, DM and EDD over DM at 1×, 4× "
         "and 16× the quick preset's rounds (ipc 10; 1× and 4× at ipc 50), Fashion-MNIST and "
         "CIFAR-10 (JPEG), protocol idc-quick, 3 repeats",
+    ),
+)
+
+
+SUITES.add(
+    "tiny",
+    Suite(
+        "tiny",
+        datasets=("tiny-imagenet",),
+        ipcs=(1, 10),
+        methods=("random", "herding", "dm", "idc", "edd", "edd-dm"),
+        method_ipcs={"edd": (10,), "edd-dm": (10,)},  # at ipc 1 EDD is its base
+        overrides={"edd": {"segment_evals": False}},
+        rows={"edd-dm": Row("edd", {"base": "dm"})},
+        # The quick presets as they are: the budget is to be chosen from one measured cell so
+        # that the suite fits in about 8 hours of 2 cores with --jobs 2 (not measured yet).
+        description="Tiny-ImageNet (200 classes, 64×64, parquet) × ipc 1, 10: random, herding, "
+        "DM, IDC, EDD over IDC and over DM, quick presets, idc-quick, 3 repeats, converged "
+        "full-data row",
     ),
 )
 
