@@ -27,8 +27,20 @@ PAIRS = (("edd", "idc"), ("edd-dm", "dm"))  # (EDD over a base, that base)
 
 
 def load_cells(out: Path) -> list[dict[str, Any]]:
+    """Finished cells; those re-evaluated under another protocol (``--eval-protocol``) carry
+    no distillation seconds, so the plot takes them from the suite's own cells."""
     data = json.loads((out / "results.json").read_text())
-    return [c for c in data["cells"] if c["status"] == "done"]
+    cells = [c for c in data["cells"] if c["status"] == "done"]
+    source = out.parent.parent / "results.json" if out.parent.name == "protocols" else None
+    if source is not None and source.is_file():
+        seconds = {
+            (c["dataset"], c["ipc"], c["method"]): c["distill_seconds"]
+            for c in json.loads(source.read_text())["cells"]
+        }
+        for c in cells:
+            if c.get("distill_seconds") is None:
+                c["distill_seconds"] = seconds.get((c["dataset"], c["ipc"], c["method"]))
+    return cells
 
 
 def rungs(cells: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, dict[int, dict]]]:
@@ -72,7 +84,9 @@ def table(cells: list[dict[str, Any]]) -> str:
                         method,
                         f"{scale}×",
                         pct(cell["test_acc_mean"], cell["test_acc_std"]),
-                        f"{cell['distill_seconds']:.0f}",
+                        "—"
+                        if cell["distill_seconds"] is None
+                        else f"{cell['distill_seconds']:.0f}",
                         margin,
                         above,
                     ]
@@ -94,7 +108,7 @@ def plot(cells: list[dict[str, Any]], out: Path) -> list[Path]:
     for (dataset, ipc), methods in sorted(rungs(cells).items()):
         fig, ax = plt.subplots(figsize=(6, 4))
         for method, by_scale in sorted(methods.items()):
-            pts = sorted(by_scale.items())
+            pts = [(k, c) for k, c in sorted(by_scale.items()) if c["distill_seconds"]]
             xs = [c["distill_seconds"] for _, c in pts]
             ys = [100 * c["test_acc_mean"] for _, c in pts]
             es = [100 * (c["test_acc_std"] or 0) for _, c in pts]

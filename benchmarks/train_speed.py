@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from exdistill.evaluate import PROTOCOLS
+from exdistill.evaluation import PROTOCOLS
 from exdistill.models import build_model
 from exdistill.precision import autocast_scope
 from exdistill.train import Trainer

@@ -67,8 +67,16 @@ def slug(label: str) -> str:
 
 
 def run_one(args: argparse.Namespace, method: str, overrides: dict, seed: int, out: Path) -> dict:
+    """A finished run is reused only if it was made by the same variant (``variant.json``)."""
+    variant = {"method": method, "overrides": overrides, "preset": args.preset, "ipc": args.ipc}
     if (out / "metrics.json").is_file():
-        return json.loads((out / "metrics.json").read_text())
+        try:
+            same = json.loads((out / "variant.json").read_text()) == variant
+        except (OSError, json.JSONDecodeError):
+            same = True  # made before variant.json was written: the label is all there is
+        if same:
+            return json.loads((out / "metrics.json").read_text())
+        print(f"{out}: made by another variant; recomputing", flush=True)
     run = RunConfig(
         method=method,
         dataset=args.dataset,
@@ -79,9 +87,10 @@ def run_one(args: argparse.Namespace, method: str, overrides: dict, seed: int, o
         repeats=args.repeats,
         baselines=False,
     )
-    if method == "edd":
-        overrides = {"segment_evals": False, **overrides}
-    return distill(run, overrides, out, overwrite=True).metrics
+    method_values = {"segment_evals": False, **overrides} if method in ("edd", "pdd") else overrides
+    metrics = distill(run, method_values, out, overwrite=True).metrics
+    write_json(out / "variant.json", variant)
+    return metrics
 
 
 def main() -> None:

@@ -336,7 +336,13 @@ def test_the_config_files_run_section_wins_over_flags_left_unset(tmp_path: Path)
     config.write_text(
         yaml.safe_dump(
             {
-                "run": {"method": "idc", "ipc": 2, "repeats": 1, "protocol": "idc-smoke"},
+                "run": {
+                    "method": "idc",
+                    "ipc": 2,
+                    "repeats": 1,
+                    "protocol": "idc-smoke",
+                    "seed": 3,
+                },
                 "method": {"iterations": 1, "match_steps": 1, "model_options": {"width": 8}},
             }
         )
@@ -346,6 +352,7 @@ def test_the_config_files_run_section_wins_over_flags_left_unset(tmp_path: Path)
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["method"], metrics["ipc"], len(metrics["test_accs"])) == ("idc", 2, 1)
+    assert metrics["seed"] == 3  # --seed left unset: the file's value, not the flag's default
     code, _, err = run_cli(["distill", "--config", str(config), "--ipc", "1", "--no-baselines",
                             "--no-tsne", "--out", str(tmp_path / "flag")])  # fmt: skip
     assert code == 0, err

@@ -10,7 +10,7 @@ MODULES = [
     "exdistill.config",
     "exdistill.data.base",
     "exdistill.distributed",
-    "exdistill.evaluate",
+    "exdistill.evaluation",
     "exdistill.methods.edd",
     "exdistill.methods.filtering",
     "exdistill.methods.herding",

@@ -53,7 +53,7 @@ def test_empty_registry() -> None:
 
 def test_library_registries_are_populated() -> None:
     from exdistill.data import DATASETS
-    from exdistill.evaluate import PROTOCOLS
+    from exdistill.evaluation import PROTOCOLS
     from exdistill.methods import METHODS
     from exdistill.models import MODELS
 

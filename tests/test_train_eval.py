@@ -15,7 +15,7 @@ from exdistill import baselines as baselines_module
 from exdistill.baselines import baseline, baseline_steps, cache_path, random_subset
 from exdistill.data import load_dataset
 from exdistill.errors import ConfigError
-from exdistill.evaluate import (
+from exdistill.evaluation import (
     FULL_EPOCHS,
     PROTOCOLS,
     EvalResult,

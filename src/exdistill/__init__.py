@@ -11,8 +11,8 @@ The Python API (``exdistill.api``)::
 
 __version__ = "0.1.0"
 
-# After __version__ (modules below read it). Binding the API function ``evaluate`` here, after
-# the ``exdistill.evaluate`` module has loaded, is what makes ``xd.evaluate`` the function.
+# After __version__ (modules below read it). The evaluation code lives in
+# ``exdistill.evaluation``, so the API's ``evaluate`` shadows no module.
 from exdistill.api import SyntheticSet, distill, evaluate, load_dataset  # noqa: E402
 
 __all__ = ["SyntheticSet", "__version__", "distill", "evaluate", "load_dataset"]

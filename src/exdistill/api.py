@@ -24,7 +24,7 @@ import torch
 
 from exdistill.config import to_dict
 from exdistill.data import ImageDataset, load_dataset
-from exdistill.evaluate import (
+from exdistill.evaluation import (
     PROTOCOLS,
     EvalResult,
     Protocol,

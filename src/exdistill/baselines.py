@@ -1,7 +1,7 @@
 """The rows every result table carries: a random real subset at the same ipc, and full data.
 
 Both use the same protocol and seeds as the methods they sit beside (the full-data row trains
-to convergence on validation instead of the protocol's step cap: ``evaluate.converged``), and
+to convergence on validation instead of the protocol's step cap: ``evaluation.converged``), and
 are cached on disk (keyed by dataset, split, protocol, model, ipc, repeats, seed and library
 version) so a table can always show them without retraining.
 """
@@ -16,7 +16,7 @@ import torch
 from exdistill import __version__
 from exdistill.config import config_hash
 from exdistill.data.base import ImageDataset
-from exdistill.evaluate import (
+from exdistill.evaluation import (
     FULL_PATIENCE,
     PROTOCOLS,
     EvalResult,
@@ -72,6 +72,8 @@ def cache_path(
     }
     if precision != "fp32":  # fp32 entries keep the keys they always had
         fields["precision"] = precision
+    if kind == "full":  # converged training: its stopping and selection rule is part of it
+        fields["stop"] = f"best-val, settle after last decay, patience {FULL_PATIENCE}, ties late"
     key = config_hash(fields)
     return cache_dir / "baselines" / f"{dataset.name}-{kind}-{protocol.name}-{model}-{key}.json"
 

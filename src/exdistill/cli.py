@@ -387,10 +387,18 @@ def cmd_methods(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- parser
 def _common(
-    p: argparse.ArgumentParser, out_default: str | None = None, resume: bool = False
+    p: argparse.ArgumentParser,
+    out_default: str | None = None,
+    resume: bool = False,
+    run_config: bool = False,
 ) -> None:
-    p.add_argument("--seed", type=int, default=0, help="fixes every random draw (default 0)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    """Flags every command shares. ``run_config``: the command builds a RunConfig, so unset
+    ``--seed``/``--device`` fall back to ``--config``'s run section, then RunConfig's."""
+    default_seed, default_device = (None, None) if run_config else (0, "cpu")
+    p.add_argument(
+        "--seed", type=int, default=default_seed, help="fixes every random draw (default 0)"
+    )
+    p.add_argument("--device", default=default_device, help="torch device (default cpu)")
     p.add_argument(
         "--out",
         required=out_default is None and not resume,
@@ -454,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="the main job: EDD over IDC on built-in digits, ipc 10")
-    _common(p, MAIN_DEFAULT_OUT, resume=True)
+    _common(p, MAIN_DEFAULT_OUT, resume=True, run_config=True)
     p.add_argument("--repeats", type=int, help="evaluation networks (default 3)")
     p.add_argument("--precision", help=PRECISION_HELP)
     p.add_argument("--config", help="YAML file with 'run:' and 'method:' sections")
@@ -492,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override, e.g. --set method.lr_img=0.01",
     )
-    _common(p, resume=True)
+    _common(p, resume=True, run_config=True)
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a saved synthetic set")

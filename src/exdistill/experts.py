@@ -50,7 +50,7 @@ from exdistill.augment import DSA_STRATEGY, Augment
 from exdistill.config import config_hash, first_difference, merge, require, to_dict
 from exdistill.data.base import ImageDataset, small_images
 from exdistill.errors import ConfigError, DataError, NumericalError
-from exdistill.evaluate import PROTOCOLS
+from exdistill.evaluation import PROTOCOLS
 from exdistill.io import atomic_write, sha256_file, write_json
 from exdistill.models import build_model, quick_model_options
 from exdistill.progress import ProgressFactory, no_progress

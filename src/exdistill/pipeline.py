@@ -26,7 +26,7 @@ from exdistill.data import ImageDataset, load_dataset
 from exdistill.data.load import cache_root
 from exdistill.distributed import Dist, ReadOnlyCheckpointer
 from exdistill.errors import ConfigError, DataError, NumericalError
-from exdistill.evaluate import (
+from exdistill.evaluation import (
     PROTOCOLS,
     EvalResult,
     eval_steps,
@@ -300,6 +300,8 @@ def distill(
         + f" exceeds the {small} training images of the smallest class of {dataset.name}",
     )
     resolved = {"run": to_dict(run), "method": to_dict(cfg), "version": __version__}
+    if run.precision == "auto":  # what auto chose here: a resume elsewhere must choose the same
+        resolved["precision_resolved"] = precision
     dist = dist or Dist()
     require(
         dist.world == 1 or spec.distributed(cfg),
@@ -431,13 +433,13 @@ def distill(
             )
         # Scored against the baselines of the same protocol and network, the only ones they
         # may be compared with; no baselines, no scores (nothing to fill them with).
-        metrics.update(
-            dd_ranking_scores(
-                metrics["test_acc_mean"],
-                metrics["baselines"]["random"]["test_acc_mean"],
-                metrics["baselines"]["full"]["test_acc_mean"],
-            )
+        accs = (
+            metrics["test_acc_mean"],
+            metrics["baselines"]["random"]["test_acc_mean"],
+            metrics["baselines"]["full"]["test_acc_mean"],
         )
+        if all(0.0 <= a <= 1.0 for a in accs):  # NaN (no test images) scores nothing
+            metrics.update(dd_ranking_scores(*accs))
     if result.initial_images is not None:
         atomic_write(
             out / "initial.safetensors",

@@ -126,7 +126,7 @@ def train_classifier(
 
     ``on_epoch(epochs_done, trainer)`` runs after every pass over the data: expert
     trajectories (MTT, ``experts.py``) snapshot the parameters there; returning True stops the
-    training there (early stopping on validation, ``evaluate.train_and_test``). ``trainer``
+    training there (early stopping on validation, ``evaluation.train_and_test``). ``trainer``
     continues a ``Trainer`` of ``model`` that has already taken whole epochs of steps (a
     resumed expert, its optimiser state and ``generator`` restored by the caller) instead of
     starting afresh.

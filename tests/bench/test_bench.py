@@ -408,7 +408,7 @@ def test_peak_memory_is_the_childs_own_not_this_processs(tmp_path, monkeypatch) 
 def test_every_quick_network_of_the_cpu_suite_has_one_width(dataset):
     """The budget cut applies to every method alike: distillation, feature, filter, expert
     and evaluation networks all use QUICK_WIDTH under the quick presets."""
-    from exdistill.evaluate import PROTOCOLS
+    from exdistill.evaluation import PROTOCOLS
     from exdistill.experts import resolve_expert_config
     from exdistill.methods import METHODS, resolve_config
     from exdistill.models import QUICK_WIDTH

@@ -10,7 +10,7 @@ from exdistill.augment import Augment
 from exdistill.checkpoint import Checkpointer
 from exdistill.data import load_dataset
 from exdistill.errors import ConfigError, NumericalError
-from exdistill.evaluate import PROTOCOLS, evaluate_images
+from exdistill.evaluation import PROTOCOLS, evaluate_images
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.methods.dm import (
     DistributionMatching,

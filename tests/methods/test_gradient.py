@@ -7,7 +7,7 @@ import torch
 
 from exdistill.data import load_dataset
 from exdistill.errors import ConfigError
-from exdistill.evaluate import PROTOCOLS, evaluate_images
+from exdistill.evaluation import PROTOCOLS, evaluate_images
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.methods.gradient import GradientMatching
 from exdistill.methods.segment import initial_indices

@@ -15,7 +15,7 @@ from exdistill.cli import main
 from exdistill.config import config_hash, to_dict
 from exdistill.data import load_dataset
 from exdistill.errors import ConfigError, DataError, NumericalError
-from exdistill.evaluate import Protocol
+from exdistill.evaluation import Protocol
 from exdistill.experts import ExpertSet, resolve_expert_config, train_experts
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.methods.mtt import trajectory_loss

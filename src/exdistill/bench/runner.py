@@ -482,7 +482,7 @@ def run_suite(
     out = Path(out)
     source = None
     if eval_protocol is not None:
-        from exdistill.evaluate import PROTOCOLS
+        from exdistill.evaluation import PROTOCOLS
 
         PROTOCOLS.get(eval_protocol)
         if not (out / "suite.json").is_file():

@@ -40,7 +40,7 @@ from exdistill.checkpoint import Checkpoint, Checkpointer
 from exdistill.config import merge, require
 from exdistill.data.base import ImageDataset
 from exdistill.errors import ConfigError, DataError
-from exdistill.evaluate import PROTOCOLS
+from exdistill.evaluation import PROTOCOLS
 from exdistill.methods.base import (
     METHODS,
     CliOption,

@@ -394,6 +394,7 @@ class GradientMatching(SegmentLoop):
             net = self.new_network(gen)
             if conditioning is not None:
                 self.condition(net, conditioning, job, gen)
+                dist.sync_module_(net)  # GPU training is not bitwise: one θ on every rank
             params = LAYERS.get(cfg.layers)(net)
             forward, theta = self.forward_options(net)
             trainer = Trainer(theta, cfg.net, total_steps=1 << 30, generator=gen)

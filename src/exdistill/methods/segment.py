@@ -257,8 +257,8 @@ def run_segment(
     first = 0 if resume is None else resume.iteration
     if resume is not None:
         progress.update(min(resume.iteration, iterations) * loop.units)
-    if resume is not None and resume.extra:
-        distiller.restore_extra(resume.extra)
+    if resume is not None and hasattr(distiller, "restore_extra"):
+        distiller.restore_extra(resume.extra)  # a distiller with extra state checks it is there
     run_round = distiller.begin(job, syn, optimizer, labels.to(distiller.device), gen)
     extra_state = getattr(distiller, "extra_state", dict)
     log_extra = getattr(distiller, "log_extra", dict)
