@@ -108,9 +108,16 @@ def test_filter_network_zero_is_the_single_network(digits):
     ctx = DistillContext(digits, 2, 0)
     single, *_ = FilterNetwork(cfg, ctx)(syn, 0)
     cfg.filter_networks = 3
+    nets = FilterNetwork(cfg, ctx).networks(syn, 0)
+    first = nets[0][0]
+    assert torch.equal(first.correct, single.correct)  # the same draws as N = 1
+    assert torch.equal(first.confidence, single.confidence)
+    assert not torch.equal(nets[1][0].confidence, first.confidence)  # others differ
     ensemble, train_acc, val_acc = FilterNetwork(cfg, ctx)(syn, 0)
-    assert not (ensemble.correct & ~single.correct).any()  # the ensemble is never more lenient
-    assert 0 <= train_acc <= 1 and 0 <= val_acc <= 1
+    assert torch.equal(
+        ensemble.correct, nets[0][0].correct & nets[1][0].correct & nets[2][0].correct
+    )
+    assert val_acc == pytest.approx(sum(v for _, v in nets) / 3)
 
 
 def test_any_wrong_pool_is_smaller_than_the_drop_rule_pool(digits):

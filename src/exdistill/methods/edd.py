@@ -207,19 +207,26 @@ class FilterNetwork:
         )
         return net
 
-    def __call__(self, syn: SyntheticSet, k: int) -> tuple[FilterOutcome, float, float]:
-        """The verdict on the real data, and the mean train and validation accuracy."""
+    def networks(self, syn: SyntheticSet, k: int) -> list[tuple[FilterOutcome, float]]:
+        """Each filter network's verdict on the real data and its validation accuracy."""
         images, labels = syn.decoded()
         images, labels = images.to(self.ctx.device), labels.to(self.ctx.device)
-        outcomes, val_accs = [], []
+        out = []
         for j in range(self.cfg.filter_networks):
             net = self.train_one(images, labels, k, j)
-            outcomes.append(filter_outcome(predict(net, self.real_x), self.real_y))
-            val_accs.append(
-                float((predict(net, self.val_x).argmax(1) == self.val_y).float().mean())
-            )
+            outcome = filter_outcome(predict(net, self.real_x), self.real_y)
+            val_acc = float((predict(net, self.val_x).argmax(1) == self.val_y).float().mean())
+            out.append((outcome, val_acc))
+        return out
+
+    def __call__(self, syn: SyntheticSet, k: int) -> tuple[FilterOutcome, float, float]:
+        """The ensemble's verdict on the real data, and the networks' mean train and
+        validation accuracy."""
+        nets = self.networks(syn, k)
+        outcomes = [o for o, _ in nets]
         train_acc = sum(float(o.correct.float().mean()) for o in outcomes) / len(outcomes)
-        return combine_outcomes(outcomes), train_acc, sum(val_accs) / len(val_accs)
+        val_acc = sum(v for _, v in nets) / len(nets)
+        return combine_outcomes(outcomes), train_acc, val_acc
 
 
 @dataclass
