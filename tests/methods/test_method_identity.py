@@ -10,8 +10,6 @@ import hashlib
 
 import pytest
 
-from exdistill.data import load_dataset
-from exdistill.experts import resolve_expert_config, train_experts
 from exdistill.methods import METHODS, DistillContext, resolve_config
 
 # Per method: (ipc, overrides of the quick preset): each method's own smoke config.
@@ -38,20 +36,13 @@ RECORDED = {
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+def digits(smoke_digits):
+    return smoke_digits
 
 
 @pytest.fixture(scope="module")
-def experts_dir(digits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("identity") / "experts"
-    recipe = {
-        "num_experts": 2,
-        "train": {"epochs": 3, "batch_size": 256},
-        "model_options": {"width": 8},
-    }
-    train_experts(digits, resolve_expert_config("quick", "digits", overrides=recipe), out)
-    return out
+def experts_dir(smoke_experts):
+    return smoke_experts
 
 
 def set_hash(result) -> str:

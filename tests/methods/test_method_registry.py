@@ -9,9 +9,7 @@ import torch
 from test_method_identity import TINY, set_hash
 
 from exdistill.checkpoint import Checkpointer
-from exdistill.data import load_dataset
 from exdistill.errors import NumericalError
-from exdistill.experts import resolve_expert_config, train_experts
 from exdistill.methods import METHODS, DistillContext, resolve_config
 
 # Methods that optimise (random and herding select real images: nothing to resume or blow up).
@@ -20,20 +18,13 @@ BASES = [n for n in METHODS.names() if METHODS.get(n).distiller is not None]
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+def digits(smoke_digits):
+    return smoke_digits
 
 
 @pytest.fixture(scope="module")
-def experts_dir(digits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("registry") / "experts"
-    recipe = {
-        "num_experts": 2,
-        "train": {"epochs": 3, "batch_size": 256},
-        "model_options": {"width": 8},
-    }
-    train_experts(digits, resolve_expert_config("quick", "digits", overrides=recipe), out)
-    return out
+def experts_dir(smoke_experts):
+    return smoke_experts
 
 
 def _config(name, experts_dir, every=True):

@@ -512,23 +512,31 @@ SMOKE_FILTER: dict[str, Any] = {
     "segment_evals": False,
 }
 
-METHODS.add(
-    "edd",
-    MethodSpec(
-        name="edd",
+
+def _edd_spec(name: str, presets: Callable, description: str, smoke: dict[str, Any]):
+    """EDD's registration: ``edd`` and ``pdd`` differ only in presets (and smoke config)."""
+    return MethodSpec(
+        name=name,
         config_cls=EDDConfig,
         run=run_edd,
-        presets=edd_presets,
+        presets=presets,
         steps=edd_steps,
         protocol="idc",
-        description="Exclusive Dataset Distillation on top of a base method",
+        description=description,
         distributed=lambda cfg: METHODS.get(cfg.base).distributed(cfg.resolved_base),
         preflight=edd_preflight,
         options=EDD_OPTIONS,
-        smoke={
-            "base_config": {**SMOKE_BASE, "iterations": 4},
-            **SMOKE_FILTER,
-        },
+        smoke=smoke,
+    )
+
+
+METHODS.add(
+    "edd",
+    _edd_spec(
+        "edd",
+        edd_presets,
+        "Exclusive Dataset Distillation on top of a base method",
+        {"base_config": {**SMOKE_BASE, "iterations": 4}, **SMOKE_FILTER},
     ),
 )
 
@@ -555,18 +563,11 @@ def pdd_presets(
 
 METHODS.add(
     "pdd",
-    MethodSpec(
-        name="pdd",
-        config_cls=EDDConfig,
-        run=run_edd,
-        presets=pdd_presets,
-        steps=edd_steps,
-        protocol="idc",
-        description="Progressive Dataset Distillation (Chen et al. 2024) as EDD settings",
-        distributed=lambda cfg: METHODS.get(cfg.base).distributed(cfg.resolved_base),
-        preflight=edd_preflight,
-        options=EDD_OPTIONS,
-        smoke={
+    _edd_spec(
+        "pdd",
+        pdd_presets,
+        "Progressive Dataset Distillation (Chen et al. 2024) as EDD settings",
+        {
             "base_config": SMOKE_BASE,
             **SMOKE_FILTER,
             "filter_networks": 2,
