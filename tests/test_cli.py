@@ -177,6 +177,25 @@ def test_distill_with_baselines_scores_the_set_against_them(tmp_path: Path) -> N
     assert f"| {100 * metrics['ior']:+.2f} | {100 * metrics['hlr']:.2f} |" in report
 
 
+def test_ars_compares_the_lead_over_random_with_and_without_augmentation(tmp_path: Path) -> None:
+    from exdistill.scores import normalise
+
+    argv = ["distill", "--method", "dm", "--dataset", "digits", "--ipc", "2", "--repeats", "1"]
+    argv += ["--no-tsne", "--ars", "--set", "run.protocol=idc-smoke", "--set"]
+    argv += ["method.iterations=2", "--set", "method.model_options.width=8"]
+    code, _, err = run_cli([*argv, "--out", tmp_path / "run"])
+    assert code == 0, err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    noaug = m["no_augmentation"]
+    assert noaug["protocol"] == "idc-smoke-noaug"
+    beta = 0.5 * (m["test_acc_mean"] - m["baselines"]["random"]["test_acc_mean"]) + 0.5 * (
+        noaug["synthetic"]["test_acc_mean"] - noaug["random"]["test_acc_mean"]
+    )
+    assert m["ars"] == pytest.approx(normalise(beta), abs=1e-12)
+    code, _, err = run_cli([*argv, "--no-baselines", "--out", tmp_path / "bad"])
+    assert code == 2 and "ars: needs the baselines" in err
+
+
 def test_evaluate_a_saved_set_reproduces_the_distill_accuracy(distilled, tmp_path: Path) -> None:
     run, _ = distilled
     code, out, err = run_cli(

@@ -188,6 +188,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
         models=tuple(args.models.split(",")) if args.models else None,
         baselines=False if args.no_baselines else None,
         precision=args.precision,
+        ars=True if args.ars else None,
     )
     overrides = _deep_update(_method_flags(args, run.method), overrides)
     run, overrides = _resumed_config(args, run, overrides)
@@ -486,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help=PRECISION_HELP)
     p.add_argument("--models", help="comma-separated evaluation networks (cross-architecture)")
     p.add_argument("--no-baselines", action="store_true", help="skip random/full baselines")
+    p.add_argument(
+        "--ars",
+        action="store_true",
+        help="also evaluate without augmentation for DD-Ranking's ARS (a second evaluation)",
+    )
     p.add_argument(
         "--no-tsne",
         action="store_true",

@@ -82,6 +82,17 @@ for _proto in (
     ),
 ):
     PROTOCOLS.add(_proto.name, _proto)
+    # The same recipe without training-time augmentation or CutMix: DD-Ranking's ARS compares
+    # a set's lead over random with and without augmentation (exdistill.scores.ars).
+    PROTOCOLS.add(
+        f"{_proto.name}-noaug",
+        replace(
+            _proto,
+            name=f"{_proto.name}-noaug",
+            train=replace(_proto.train, augment="", cutmix_prob=0.0),
+            description=f"{_proto.name} without augmentation or CutMix",
+        ),
+    )
 
 
 @dataclass

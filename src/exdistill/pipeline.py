@@ -47,7 +47,7 @@ from exdistill.runs import (
     start_run,
     truncate_log,
 )
-from exdistill.scores import dd_ranking_scores
+from exdistill.scores import ars, dd_ranking_scores
 from exdistill.synthetic import SyntheticSet
 
 
@@ -71,11 +71,15 @@ class RunConfig:
     # evaluation and its baselines (exdistill.precision). fp32 until bf16's accuracy parity is
     # measured on validation (docs/performance.md).
     precision: str = "fp32"
+    # Also evaluate the set and a random subset under the protocol without augmentation, for
+    # DD-Ranking's ARS (needs baselines; costs a second evaluation and random baseline).
+    ars: bool = False
 
     def validate(self) -> None:
         require(self.ipc >= 1, f"ipc: must be ≥ 1, got {self.ipc}")
         require(self.repeats >= 1, f"repeats: must be ≥ 1, got {self.repeats}")
         require(0 < self.val_fraction < 1, "val_fraction: must be in (0, 1)")
+        require(not self.ars or self.baselines, "ars: needs the baselines (drop --no-baselines)")
         require(
             self.precision in PRECISIONS,
             f"precision: unknown '{self.precision}'; choose from: {', '.join(PRECISIONS)}",
@@ -220,6 +224,39 @@ def _baseline_with_bar(
             precision=precision,
         )
     return result.to_dict()
+
+
+def _augmentation_robustness(
+    syn: SyntheticSet,
+    dataset: ImageDataset,
+    protocol: str,
+    run: RunConfig,
+    model: str,
+    progress: ProgressFactory,
+    precision: str,
+    at_precision: Any,
+) -> dict[str, Any]:
+    """DD-Ranking's ARS: the set and a random subset evaluated again without augmentation."""
+    noaug = f"{protocol}-noaug"
+    with at_precision():
+        syn_noaug = evaluate_set(
+            syn, dataset, noaug, run.repeats, run.seed, [model], run.device, progress
+        )[model]
+        rdm_noaug = _baseline_with_bar(
+            "random",
+            dataset,
+            run.ipc,
+            noaug,
+            run.repeats,
+            run.seed,
+            model,
+            run.device,
+            progress,
+            label="baseline random (no augmentation)",
+            precision=precision,
+        )
+    return {"no_augmentation": {"protocol": noaug, "synthetic": syn_noaug.to_dict(),
+                                "random": rdm_noaug}}  # fmt: skip
 
 
 def _discard(record: dict[str, Any]) -> None:
@@ -440,6 +477,17 @@ def distill(
         )
         if all(0.0 <= a <= 1.0 for a in accs):  # NaN (no test images) scores nothing
             metrics.update(dd_ranking_scores(*accs))
+        if run.ars:
+            robust = _augmentation_robustness(
+                syn, dataset, protocol, run, models[0], progress, precision, at_precision
+            )
+            metrics.update(robust)
+            noaug = (
+                robust["no_augmentation"]["synthetic"]["test_acc_mean"],
+                robust["no_augmentation"]["random"]["test_acc_mean"],
+            )
+            if all(0.0 <= a <= 1.0 for a in (*accs[:2], *noaug)):
+                metrics["ars"] = ars(accs[0], accs[1], *noaug)
     if result.initial_images is not None:
         atomic_write(
             out / "initial.safetensors",
