@@ -314,8 +314,7 @@ class TrajectoryMatching(SegmentLoop):
 
         def run_round(it: int) -> list[float]:
             value = self.match_step(syn, labels, optimizer, gen, it)
-            progress.update(1)
-            progress.set_postfix_str(f"loss {value:.4g} α {self._last['step_size']:.4g}")
+            progress.update(1)  # the loop's postfix shows the loss and step_size (log_extra)
             return [value]
 
         return run_round

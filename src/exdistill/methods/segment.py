@@ -136,10 +136,9 @@ class SegmentDistiller(Protocol):
     its round; ``loop`` says how the shared loop treats it; ``distill_segment`` is the loop
     itself (``run_segment`` bound to the distiller), the one entry point EDD calls.
 
-    A distiller that learns more than the images (MTT's step size) also defines
-    ``extra_state() -> dict[str, Tensor]`` (checkpointed with the images),
-    ``restore_extra(tensors)`` (called on resume, before ``begin``) and may define
-    ``log_extra() -> dict`` (merged into each round's log record).
+    ``extra_state`` (checkpointed with the images), ``restore_extra`` (called on resume, before
+    ``begin``) and ``log_extra`` (merged into each round's log record) carry what a distiller
+    learns besides the images (MTT's step size); ``SegmentLoop`` gives the empty defaults.
     """
 
     ctx: DistillContext
@@ -148,6 +147,12 @@ class SegmentDistiller(Protocol):
     can_condition: bool  # its matching networks train, so PDD's conditioning applies
     low: torch.Tensor  # valid pixel range per channel, shape (C, 1, 1)
     high: torch.Tensor
+
+    def extra_state(self) -> dict[str, torch.Tensor]: ...
+
+    def restore_extra(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    def log_extra(self) -> dict[str, Any]: ...
 
     def loop(self, job: SegmentJob) -> Loop: ...
 
@@ -205,7 +210,16 @@ def start_segment(
 
 class SegmentLoop:
     """Mixin giving a distiller the shared ``distill_segment`` (its ``begin`` and ``loop``
-    supply the rest)."""
+    supply the rest) and no state besides the images."""
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def restore_extra(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def log_extra(self) -> dict[str, Any]:
+        return {}
 
     def distill_segment(
         self: Any,
@@ -257,11 +271,9 @@ def run_segment(
     first = 0 if resume is None else resume.iteration
     if resume is not None:
         progress.update(min(resume.iteration, iterations) * loop.units)
-    if resume is not None and hasattr(distiller, "restore_extra"):
+    if resume is not None:
         distiller.restore_extra(resume.extra)  # a distiller with extra state checks it is there
     run_round = distiller.begin(job, syn, optimizer, labels.to(distiller.device), gen)
-    extra_state = getattr(distiller, "extra_state", dict)
-    log_extra = getattr(distiller, "log_extra", dict)
     for it in range(first, iterations):
         losses = run_round(it)
         for step, value in enumerate(losses):
@@ -285,11 +297,14 @@ def run_segment(
                 total += value
             mean = total / len(losses)
             record = {"segment": job.segment, "iteration": it, "match_loss": mean}
-            distiller.ctx.log({**record, **log_extra()})
-            progress.set_postfix_str(f"seg {job.segment} loss {mean:.4g}")
+            extra = distiller.log_extra()
+            distiller.ctx.log({**record, **extra})
+            shown = "".join(f" {k} {v:.4g}" for k, v in extra.items() if isinstance(v, float))
+            progress.set_postfix_str(f"seg {job.segment} loss {mean:.4g}{shown}")
         if save is not None and checkpoint_due(done, iterations, loop.checkpoint_every):
             momentum = optimizer.state[syn].get("momentum_buffer")
-            save(SegmentState(done, syn.detach(), gen.get_state(), momentum, extra_state()))
+            extra_state = distiller.extra_state()
+            save(SegmentState(done, syn.detach(), gen.get_state(), momentum, extra_state))
     return syn.detach()
 
 
