@@ -69,6 +69,8 @@ def slug(label: str) -> str:
 def run_one(args: argparse.Namespace, method: str, overrides: dict, seed: int, out: Path) -> dict:
     """A finished run is reused only if it was made by the same variant (``variant.json``)."""
     variant = {"method": method, "overrides": overrides, "preset": args.preset, "ipc": args.ipc}
+    if args.precision != "fp32":  # fp32 runs made before --precision existed stay reusable
+        variant["precision"] = args.precision
     if (out / "metrics.json").is_file():
         try:
             same = json.loads((out / "variant.json").read_text()) == variant
@@ -86,6 +88,7 @@ def run_one(args: argparse.Namespace, method: str, overrides: dict, seed: int, o
         seed=seed,
         repeats=args.repeats,
         baselines=False,
+        precision=args.precision,
     )
     method_values = {"segment_evals": False, **overrides} if method in ("edd", "pdd") else overrides
     metrics = distill(run, method_values, out, overwrite=True).metrics
@@ -105,6 +108,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True)
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job from the i-th")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument(
+        "--precision", default="fp32", help="fp32, bf16 or auto for every run of the sweep"
+    )
     parser.add_argument(
         "--report", action="store_true", help="only write the table of the finished runs"
     )
@@ -157,7 +163,8 @@ def main() -> None:
         )
     table = markdown_table(["variant", "val acc (%) over seeds", "per seed", "distill s"], rows)
     note = (
-        f"\n\n{args.dataset}, ipc {args.ipc}, preset {args.preset}, seeds {args.seeds}; each "
+        f"\n\n{args.dataset}, ipc {args.ipc}, preset {args.preset}, precision {args.precision}, "
+        f"seeds {args.seeds}; each "
         f"seed's score is the mean validation accuracy of {args.repeats} evaluation networks "
         f"(test accuracy is not read).\n"
     )

@@ -281,6 +281,14 @@ BAD = {
         "factor: 3 does not divide",
     ),
     "too-few-images": (["distill", "--method", "idc", "--ipc", "200"], "exceeds the"),
+    "edd-budget": (
+        ["distill", "--method", "edd", "--ipc", "4", "--set", "method.base_config.iterations=1"],
+        "cannot give each of the 2 segments",
+    ),
+    "bench-eval-repeats": (
+        ["bench", "--suite", "smoke", "--eval-repeats", "2"],
+        "--eval-repeats applies to --eval-protocol only",
+    ),
     "missing-config": (["distill", "--config", "{tmp}/missing.yaml"], "config file not found"),
     "config-section": (["distill", "--config", "{tmp}/section.yaml"], "unknown config section"),
     "config-key": (["distill", "--config", "{tmp}/key.yaml"], "unknown config key 'run.ipcs'"),

@@ -317,6 +317,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     suite = SUITES.get(args.suite)
     only = parse_only(args.only)
+    if args.eval_repeats is not None and not args.eval_protocol:
+        raise ConfigError("--eval-repeats applies to --eval-protocol only; the suite sets its own")
     data_dirs = {}
     for item in args.data or []:
         key, sep, path = item.partition("=")

@@ -123,20 +123,17 @@ class EDDConfig:
             self.condition_epochs == 0 or getattr(spec.distiller, "can_condition", False),
             f"condition_epochs: base '{self.base}' has no networks to condition; use 0",
         )
-        self._resolved_base = None
         _ = self.resolved_base  # unknown or impossible base_config values fail here, before work
 
     @property
     def resolved_base(self) -> Any:
         """The base method's typed config: its defaults ← ``base_config`` (the overrides, as
-        written in YAML or set by the preset), validated. Resolved once, at validation."""
-        cached = getattr(self, "_resolved_base", None)
-        if cached is None:
-            cached = merge(METHODS.get(self.base).config_cls(), self.base_config)
-            if hasattr(cached, "validate"):
-                cached.validate()
-            self._resolved_base = cached
-        return cached
+        written in YAML or set by the preset), validated. Resolved on every access (it is
+        cheap), so a ``base_config`` changed in place is never read stale."""
+        resolved = merge(METHODS.get(self.base).config_cls(), self.base_config)
+        if hasattr(resolved, "validate"):
+            resolved.validate()
+        return resolved
 
 
 def resolve_segments(cfg: EDDConfig, ipc: int) -> tuple[int, ...]:
@@ -172,10 +169,20 @@ def segment_budgets(cfg: EDDConfig, base_iterations: int, segments: tuple[int, .
     [10, 10]
     >>> segment_budgets(EDDConfig(budget="per_segment"), 20, (5, 5))
     [20, 20]
+    >>> segment_budgets(EDDConfig(), 1, (5, 5))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    exdistill.errors.ConfigError: budget: the base's 1 iterations cannot give each of the 2 ...
     """
     if cfg.budget == "per_segment":
         return [base_iterations] * len(segments)
-    return split_budget(base_iterations, segments)
+    budgets = split_budget(base_iterations, segments)
+    if min(budgets) == 0:
+        raise ConfigError(
+            f"budget: the base's {base_iterations} iterations cannot give each of the "
+            f"{len(segments)} segments ({','.join(map(str, segments))}) a round; raise the "
+            "base's iterations, use fewer segments, or budget: per_segment"
+        )
+    return budgets
 
 
 class FilterNetwork:
@@ -481,8 +488,8 @@ def edd_presets(
 def edd_preflight(cfg: EDDConfig, dataset: ImageDataset, ipc: int, device: torch.device) -> int:
     """Segments that do not sum to ipc, and the base's own checks; segments always start from
     the base's real initial draw (factor² real images per stored image)."""
-    resolve_segments(cfg, ipc)
     base = cfg.resolved_base
+    segment_budgets(cfg, base.iterations, resolve_segments(cfg, ipc))
     METHODS.get(cfg.base).preflight(base, dataset, ipc, device)
     return int(getattr(base, "factor", 1)) ** 2
 
