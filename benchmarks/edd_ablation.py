@@ -23,9 +23,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from exdistill.io import write_json, write_text
 from exdistill.pipeline import RunConfig, distill
-from exdistill.tables import markdown_table, pct
+from exdistill.tables import pct, publish_table
 
 DEFAULT = "default (λ 0.5, drop 0.7, confident)"
 
@@ -107,18 +106,13 @@ def main() -> None:
             ]
         )
         print(" | ".join(rows[-1]), flush=True)
-    table = markdown_table(
-        ["variant", "val acc (%)", "update similarity", "forgotten per segment", "distill s"],
-        rows,
-    )
+    header = ["variant", "val acc (%)", "update similarity", "forgotten per segment", "distill s"]
     note = (
-        f"\n\nEDD over {args.base} on {args.dataset}, ipc {args.ipc}, preset {args.preset}, seed "
+        f"EDD over {args.base} on {args.dataset}, ipc {args.ipc}, preset {args.preset}, seed "
         f"{args.seed}, {args.repeats} evaluation repeats on the validation split (test accuracy is "
-        f"not used). One distillation per variant.\n"
+        f"not used). One distillation per variant."
     )
-    write_text(out / "ablation.md", table + note)
-    write_json(out / "ablation.json", cells)
-    print(table + note)
+    publish_table(out, "ablation", header, rows, note, cells)
 
 
 if __name__ == "__main__":

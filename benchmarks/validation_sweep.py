@@ -33,9 +33,9 @@ import torch
 import yaml
 
 from exdistill.errors import ExdistillError
-from exdistill.io import write_json, write_text
+from exdistill.io import write_json
 from exdistill.pipeline import RunConfig, distill
-from exdistill.tables import markdown_table, pct
+from exdistill.tables import pct, publish_table
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
@@ -161,16 +161,13 @@ def main() -> None:
                 f"{statistics.fmean(seconds):.0f}" if seconds else "—",
             ]
         )
-    table = markdown_table(["variant", "val acc (%) over seeds", "per seed", "distill s"], rows)
     note = (
-        f"\n\n{args.dataset}, ipc {args.ipc}, preset {args.preset}, precision {args.precision}, "
-        f"seeds {args.seeds}; each "
-        f"seed's score is the mean validation accuracy of {args.repeats} evaluation networks "
-        f"(test accuracy is not read).\n"
+        f"{args.dataset}, ipc {args.ipc}, preset {args.preset}, precision {args.precision}, "
+        f"seeds {args.seeds}; each seed's score is the mean validation accuracy of "
+        f"{args.repeats} evaluation networks (test accuracy is not read)."
     )
-    write_text(root / "sweep.md", table + note)
-    write_json(root / "sweep.json", cells)
-    print(table + note)
+    header = ["variant", "val acc (%) over seeds", "per seed", "distill s"]
+    publish_table(root, "sweep", header, rows, note, cells)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from exdistill.io import write_json, write_text
 
 
 def pct(mean: float | None, std: float | None = None) -> str:
@@ -28,3 +31,20 @@ def best_rows(values: Sequence[float | None]) -> set[int]:
         return set()
     top = max(present)
     return {i for i, v in enumerate(values) if v is not None and v == top}
+
+
+def publish_table(
+    root: Path,
+    stem: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    note: str,
+    cells: dict[str, Any],
+) -> str:
+    """Write ``root/<stem>.md`` (the table and its note) and ``root/<stem>.json`` (``cells``, the
+    numbers behind it), print the table, and return its Markdown."""
+    text = markdown_table(header, rows) + "\n\n" + note.strip() + "\n"
+    write_text(root / f"{stem}.md", text)
+    write_json(root / f"{stem}.json", cells)
+    print(text, flush=True)
+    return text
