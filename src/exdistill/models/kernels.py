@@ -15,13 +15,20 @@ explicit second derivative (formulas below); the pooling gets a compiled forward
 (each the other's adjoint, so it is differentiable to any order). Results equal PyTorch's to
 float32 rounding (tests/test_kernels.py checks values and first and second derivatives).
 
-When the fused path is used: where gradients are recorded, on contiguous CPU float32 tensors of
-at least ``COMPILE_MIN_NUMEL`` elements (compiling costs seconds once per process; small layers
-do not repay it), in layers whose ``fused`` attribute is on (``build_model(..., fused=False)``
-turns it off for a whole network). If compilation fails (no C++ compiler), the kernel warns and
-falls back to the same math in eager PyTorch, and the layers use PyTorch's own implementation
-from then on. Elsewhere (CUDA, small tensors, ``torch.no_grad``) the layers are exactly PyTorch's.
+When the fused path is used: where gradients are recorded, on contiguous CPU float32 or bfloat16
+tensors (bf16 autocast, ``exdistill.precision``) of at least ``COMPILE_MIN_NUMEL`` elements
+(compiling costs seconds once per process; small layers do not repay it), in layers whose ``fused``
+attribute is on (``build_model(..., fused=False)`` turns it off for a whole network). If compilation
+fails (no C++ compiler), the kernel warns and falls back to the same math in eager PyTorch, and the
+layers use PyTorch's own implementation from then on. Elsewhere (CUDA, small tensors,
+``torch.no_grad``) the layers are exactly PyTorch's.
 Only second derivatives are supported: a third one through the instance norm raises.
+
+Under bf16 the activations that reach these layers are bfloat16 (autocast's convolutions
+return it, and the native group norm keeps it); the compiled loops load bf16, compute in fp32
+(TorchInductor upcasts) and store bf16, as PyTorch's own bf16 kernels do. Without the fused path
+PyTorch's NCHW bf16 pooling and its backward took a quarter of the bf16 matching step
+(docs/performance.md), which is why bf16 takes it too.
 
 Instance norm's second derivative. Per (sample, channel) group of M values with mean μ,
 ``r = 1/sqrt(var + eps)``, ``x̂ = (x − μ)·r``, ``y = γ·x̂ + β``, the first backward is
@@ -99,13 +106,16 @@ class Kernel:
             return out
 
 
+FUSED_DTYPES = (torch.float32, torch.bfloat16)
+
+
 def fused_enabled(x: torch.Tensor) -> bool:
     """Whether ``x`` may take the fused path (see the module docstring); layers also check
     their own ``fused`` flag and that the kernels compiled."""
     return (
         torch.is_grad_enabled()
         and x.device.type == "cpu"
-        and x.dtype == torch.float32
+        and x.dtype in FUSED_DTYPES
         and x.numel() >= COMPILE_MIN_NUMEL
         and x.is_contiguous()
     )
