@@ -548,3 +548,33 @@ def test_the_tiny_suite_plans_edd_over_both_bases_at_ipc_10_only():
     assert tiny.row("edd-dm")[1]["base"] == "dm"
     ctx = runner.CellContext(tiny, Path("/tmp/none"), None, "cpu")
     assert runner.expected_config_hashes(Cell("tiny-imagenet", 10, "edd-dm"), ctx)
+
+
+def test_keep_records_copies_finished_runs_text_records_only(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "keep_records.py"
+    spec = importlib.util.spec_from_file_location("keep_records_script", path)
+    records = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(records)
+    src = tmp_path / "sweep"
+    done, running = src / "idc" / "seed0", src / "idc" / "seed1"
+    for run in (done, running):
+        (run / "synthetic").mkdir(parents=True)
+        (run / "run.json").write_text('{"status": "done"}')
+        (run / "config.yaml").write_text("ipc: 10\n")
+        (run / "synthetic" / "images.safetensors").write_bytes(b"\0" * 64)
+        (run / "grid.png").write_bytes(b"\0" * 64)
+    (done / "metrics.json").write_text("{}")
+    (done / "variant.json").write_text("{}")
+    (src / "sweep.md").write_text("| table |")
+    (src / "idc" / "seed0.log").write_text("log")
+    written = records.keep(src, tmp_path / "kept")
+    got = sorted(str(p.relative_to(tmp_path / "kept")) for p in written)
+    assert got == [
+        "idc/seed0/config.yaml",
+        "idc/seed0/metrics.json",
+        "idc/seed0/run.json",
+        "idc/seed0/variant.json",
+        "sweep.md",
+    ]
