@@ -32,6 +32,7 @@ def _run(digits, ipc=2, method="edd", **overrides):
             "filter": FILTER,
             "filter_model_options": {"width": 8},
             "segment_evals": False,
+            "condition_epochs": 0,  # off unless a test turns it on (EDD's quick preset: on)
             **overrides,
         },
     )
@@ -73,6 +74,14 @@ def test_conditioning_off_changes_nothing(digits):
     a = _run(digits, condition_epochs=0, condition_max_steps=5).synthetic
     b = _run(digits).synthetic
     assert torch.equal(a.images, b.images)
+
+
+def test_edd_quick_preset_conditions_gradient_bases_only():
+    idc = resolve_config("edd", "quick", "digits", 2, {})
+    dm = resolve_config("edd", "quick", "digits", 2, {"base": "dm"})
+    paper = resolve_config("edd", "paper", "digits", 2, {})
+    assert (idc.condition_epochs, idc.condition_max_steps) == (60, 300)
+    assert dm.condition_epochs == 0 and paper.condition_epochs == 0
 
 
 def test_conditioning_needs_a_base_whose_networks_train():

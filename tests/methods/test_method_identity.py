@@ -27,10 +27,12 @@ RECORDED = {
     "dm": "2e11a2766f629f92",
     "mtt": "1a0b911891682c2a",
     # lr_ipc's default became "total" (issue: EDD that earns its place); with
-    # lr_ipc "segment" the set is still the recorded 55020e440fcb3beb.
-    "edd": "65f8fd7a341827c0",
+    # lr_ipc "segment" the set is still the recorded 55020e440fcb3beb. Then the quick preset's
+    # conditioning (gradient bases) became the default: without it EDD's set is still the
+    # recorded 65f8fd7a341827c0 (edd-dc: 013305358e0f0a8b; edd-dm cannot condition).
+    "edd": "524b54865f1c21bf",
     "edd-dm": "2f2623c1aa87ba10",
-    "edd-dc": "013305358e0f0a8b",
+    "edd-dc": "500d8f66a64289a0",
     "pdd": "21913644936342f6",
 }
 
@@ -80,6 +82,14 @@ def test_same_seed_gives_the_recorded_set(name, digits, experts_dir):
 
 def test_edd_with_the_segment_learning_rate_is_the_set_recorded_before_the_redesign(digits):
     ipc, overrides = TINY["edd"]
-    cfg = resolve_config("edd", "quick", "digits", ipc, {**overrides, "lr_ipc": "segment"})
+    overrides = {**overrides, "lr_ipc": "segment", "condition_epochs": 0}
+    cfg = resolve_config("edd", "quick", "digits", ipc, overrides)
     result = METHODS.get("edd").run(DistillContext(digits, ipc, seed=0), cfg)
     assert set_hash(result) == "55020e440fcb3beb"
+
+
+def test_edd_without_conditioning_is_the_set_recorded_before_it_became_the_default(digits):
+    ipc, overrides = TINY["edd"]
+    cfg = resolve_config("edd", "quick", "digits", ipc, {**overrides, "condition_epochs": 0})
+    result = METHODS.get("edd").run(DistillContext(digits, ipc, seed=0), cfg)
+    assert set_hash(result) == "65f8fd7a341827c0"
