@@ -32,8 +32,10 @@ from typing import Any
 import torch
 import yaml
 
+from exdistill.config import config_hash
 from exdistill.errors import ExdistillError
 from exdistill.io import write_json
+from exdistill.methods import resolve_config
 from exdistill.pipeline import RunConfig, distill
 from exdistill.tables import pct, publish_table
 
@@ -66,19 +68,34 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label.replace("λ", "lambda")).strip("-")
 
 
+def current_hash(args: argparse.Namespace, method: str, values: dict) -> str | None:
+    """The config hash a run of this variant would carry now (None: not resolvable here)."""
+    try:
+        return config_hash(resolve_config(method, args.preset, args.dataset, args.ipc, values))
+    except ExdistillError:
+        return None
+
+
 def run_one(args: argparse.Namespace, method: str, overrides: dict, seed: int, out: Path) -> dict:
-    """A finished run is reused only if it was made by the same variant (``variant.json``)."""
+    """A finished run is reused only if it was made by the same variant (``variant.json``) and
+    its resolved config is still what the variant resolves to (``config_hash``: a preset
+    default changed since it ran makes it stale)."""
     variant = {"method": method, "overrides": overrides, "preset": args.preset, "ipc": args.ipc}
     if args.precision != "fp32":  # fp32 runs made before --precision existed stay reusable
         variant["precision"] = args.precision
+    method_values = {"segment_evals": False, **overrides} if method in ("edd", "pdd") else overrides
     if (out / "metrics.json").is_file():
         try:
             same = json.loads((out / "variant.json").read_text()) == variant
         except (OSError, json.JSONDecodeError):
             same = True  # made before variant.json was written: the label is all there is
-        if same:
-            return json.loads((out / "metrics.json").read_text())
-        print(f"{out}: made by another variant; recomputing", flush=True)
+        metrics = json.loads((out / "metrics.json").read_text())
+        now = current_hash(args, method, method_values)
+        current = now is None or metrics.get("config_hash") in (None, now)
+        if same and current:
+            return metrics
+        why = "another variant" if not same else "an older config (a preset default changed)"
+        print(f"{out}: made by {why}; recomputing", flush=True)
     run = RunConfig(
         method=method,
         dataset=args.dataset,
@@ -90,7 +107,6 @@ def run_one(args: argparse.Namespace, method: str, overrides: dict, seed: int, o
         baselines=False,
         precision=args.precision,
     )
-    method_values = {"segment_evals": False, **overrides} if method in ("edd", "pdd") else overrides
     metrics = distill(run, method_values, out, overwrite=True).metrics
     write_json(out / "variant.json", variant)
     return metrics
