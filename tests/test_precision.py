@@ -54,6 +54,40 @@ def test_the_bf16_scope_runs_convolutions_in_bf16_and_keeps_parameters_fp32(digi
         assert net(x).dtype == torch.float32
 
 
+def test_the_bf16_scope_sees_every_update_of_the_weights():
+    """One scope spans whole training loops: a forward after an optimizer step must use the new
+    weights (autocast's weight cache would keep the first bf16 copy until the scope exits)."""
+    net = build_model("convnet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 1, 8, 8)
+    with autocast_scope("bf16", "cpu"):
+        before = net(x)
+        with torch.no_grad():
+            net.classifier.weight.zero_()
+            net.classifier.bias.fill_(1.0)
+        after = net(x)
+    assert not torch.equal(before, after)
+    assert torch.equal(after, torch.ones_like(after))
+
+
+def test_a_network_trained_under_bf16_learns_as_in_fp32(digits):
+    from dataclasses import replace
+
+    from exdistill.train import train_classifier
+
+    recipe = replace(PROTOCOLS.get("idc-smoke").train, epochs=30, max_steps=150, augment="")
+    x, y = digits.normalize(digits.train.images[:400]), digits.train.labels[:400]
+    tx, ty = digits.normalize(digits.test.images), digits.test.labels
+    accs = {}
+    for precision in ("fp32", "bf16"):
+        net = build_model("convnet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0))
+        with autocast_scope(precision, "cpu"):
+            train_classifier(net, x, y, recipe, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            accs[precision] = (net.eval()(tx).argmax(1) == ty).float().mean().item()
+    assert accs["fp32"] > 0.8, accs
+    assert accs["bf16"] > accs["fp32"] - 0.05, accs
+
+
 def test_dm_distance_stays_fp32_under_bf16(digits):
     net = build_model("convnet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0))
     real, syn = torch.randn(6, 1, 8, 8), torch.randn(2, 1, 8, 8, requires_grad=True)

@@ -80,7 +80,11 @@ def autocast_scope(precision: str, device: str | torch.device) -> Iterator[None]
         yield
         return
     device = torch.device(device)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+    # No weight cache: autocast caches the bf16 copy of each fp32 parameter until the outermost
+    # scope exits, and this scope spans whole training loops, so with the cache every forward
+    # after an optimizer step would still see the first step's weights (networks trained that
+    # way stayed at chance: tests/test_precision.py).
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False):
         yield
 
 
