@@ -6,9 +6,9 @@ Runs live under ``runs/`` (ignored by git), which a new machine does not have. W
 table reproducible and a sweep or suite resumable is a few kilobytes per run: ``metrics.json``,
 ``run.json``, ``config.yaml`` and a sweep's ``variant.json``, plus the tables themselves
 (``*.md``, ``*.json`` at the top). This copies exactly those, keeping the layout, and never the
-images, checkpoints or plots. To continue a sweep or suite on another machine, copy the records
-back (``cp -r benchmarks/records/X runs/X``) and rerun its command: finished runs are reused
-and only the missing ones are computed.
+images, checkpoints or plots, and nothing of a run that is not marked done. To continue a sweep
+or suite on another machine, copy the records back (``cp -r benchmarks/records/X runs/X``) and
+rerun its command: finished runs are reused and only the missing ones are computed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+
+from exdistill.runs import is_finished
 
 RUN_FILES = ("metrics.json", "run.json", "config.yaml", "variant.json")
 MAX_BYTES = 256 * 1024  # a record larger than this is not a record
@@ -29,7 +31,7 @@ def keep(src: Path, dest: Path) -> list[Path]:
             continue
         rel = path.relative_to(src)
         top_table = len(rel.parts) == 1 and path.suffix in (".md", ".json")
-        in_finished_run = path.name in RUN_FILES and (path.parent / "metrics.json").is_file()
+        in_finished_run = path.name in RUN_FILES and is_finished(path.parent)
         if top_table or in_finished_run:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)

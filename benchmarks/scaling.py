@@ -6,6 +6,10 @@
 Shapes (random uint8 tensors in memory, no files; speed and memory do not depend on pixel
 values): ``cifar10`` 10 classes 3×32×32, ``cifar100`` 100 classes 3×32×32 (ConvNet-3), and the
 Tiny-ImageNet shape 3×64×64 (ConvNet-4) with ``tiny50``, ``tiny100``, ``tiny200`` classes.
+``--tiny-data DIR`` makes the ``tiny*`` cases real: Tiny-ImageNet in the Hugging Face parquet
+layout (``../shared/data/tiny-imagenet``), its first 50/100/200 classes, the training split
+less exdistill's validation tenth (360 images per class: fewer than the full budget's 500, so
+the real pool is what the data has; the ``real`` column says how many).
 
 "One outer iteration" is one call of ``GradientMatching.distill_segment`` with
 ``iterations=1``: a fresh θ, then ``match_steps`` times one image update over every class
@@ -105,8 +109,44 @@ def random_dataset(shape: Shape, per_class: int, seed: int = 0):
     )
 
 
+def real_dataset(data_dir: str, shape: Shape, per_class: int):
+    """The first ``shape.classes`` classes of Tiny-ImageNet (parquet) at most ``per_class``
+    training images each (the first ones, in file order): real pixels, the same shapes."""
+    from exdistill.data.base import ImageDataset, Split
+    from exdistill.data.load import load_dataset
+
+    full = load_dataset("parquet", data_dir)
+    if full.image_size != (shape.size, shape.size) or full.num_classes < shape.classes:
+        raise SystemExit(
+            f"--tiny-data: {data_dir} holds {full.num_classes} classes of "
+            f"{full.image_size[0]}×{full.image_size[1]}; case needs {shape.classes} of "
+            f"{shape.size}×{shape.size}"
+        )
+    labels = full.train.labels
+    keep = torch.cat(
+        [torch.nonzero(labels == c).flatten()[:per_class] for c in range(shape.classes)]
+    )
+    train = Split(full.train.images[keep], labels[keep])
+    small = Split(full.val.images[:0], full.val.labels[:0])
+    return ImageDataset(
+        name=f"tiny-imagenet-{shape.classes}",
+        train=train,
+        val=small,
+        test=small,
+        class_names=full.class_names[: shape.classes],
+        mean=full.mean,
+        std=full.std,
+        source=f"{data_dir} (first {shape.classes} classes)",
+    )
+
+
 def one_iteration(
-    case: str, method: str, budget: Budget, device: str, class_chunk: int = -1
+    case: str,
+    method: str,
+    budget: Budget,
+    device: str,
+    class_chunk: int = -1,
+    tiny_data: str | None = None,
 ) -> dict:
     """Build the case, run one outer iteration, return its measurements."""
     from exdistill.methods.base import DistillContext
@@ -116,7 +156,10 @@ def one_iteration(
     from exdistill.synthetic import SyntheticSet, sample_real
 
     shape = CASES[case]
-    dataset = random_dataset(shape, budget.real_per_class)
+    if tiny_data and case.startswith("tiny"):
+        dataset = real_dataset(tiny_data, shape, budget.real_per_class)
+    else:
+        dataset = random_dataset(shape, budget.real_per_class)
     ctx = DistillContext(dataset, budget.ipc, 0, torch.device(device))
     cfg = GradMatchConfig(
         model_options={"width": budget.width},
@@ -163,6 +206,8 @@ def one_iteration(
         "method": method,
         "classes": shape.classes,
         "size": shape.size,
+        "data": dataset.source,
+        "real_per_class": len(dataset.train.labels) // shape.classes,
         "segment_ipc": ipc,
         "frozen_ipc": budget.ipc - ipc,
         "seconds": seconds,
@@ -181,6 +226,7 @@ def run_child(case: str, method: str, args: argparse.Namespace) -> dict:
     cmd += ["--device", args.device, "--class-chunk", str(args.class_chunk)]
     cmd += ["--quick"] if args.quick else []
     cmd += ["--match-steps", str(args.match_steps)] if args.match_steps else []
+    cmd += ["--tiny-data", args.tiny_data] if args.tiny_data else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -207,6 +253,9 @@ def main() -> None:
     parser.add_argument("--class-chunk", type=int, default=-1, help="-1 auto, 0 all, n")
     parser.add_argument("--match-steps", type=int, help="matching steps (default: the budget's)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--tiny-data", help="Tiny-ImageNet parquet directory: real images for the tiny* cases"
+    )
     parser.add_argument("--child", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     budget = QUICK if args.quick else FULL
@@ -216,7 +265,8 @@ def main() -> None:
         budget = replace(budget, match_steps=args.match_steps)
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(one_iteration(*args.child, budget, args.device, args.class_chunk)))
+        result = one_iteration(*args.child, budget, args.device, args.class_chunk, args.tiny_data)
+        print(json.dumps(result))
         return
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(cases) - set(CASES)
@@ -224,10 +274,10 @@ def main() -> None:
         parser.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
     print(
         f"budget {'quick' if args.quick else 'full'}: {asdict(budget)}, device {args.device}, "
-        f"class_chunk {args.class_chunk}"
+        f"class_chunk {args.class_chunk}, tiny* data {args.tiny_data or 'random tensors'}"
     )
     head = f"{'case':<9} {'method':<6} {'classes':>7} {'s/iter':>8} {'s/class/step':>13}"
-    head += f" {'chunk':>6} {'peak GiB':>9}"
+    head += f" {'chunk':>6} {'peak GiB':>9} {'real':>5}"
     print(head)
     print("-" * len(head))
     results = []
@@ -238,7 +288,7 @@ def main() -> None:
             per_class = r["seconds_per_step"] / r["classes"]
             print(
                 f"{case:<9} {method:<6} {r['classes']:>7} {r['seconds']:>8.2f} {per_class:>13.4f}"
-                f" {r['class_chunk']:>6} {r['peak_rss_gib']:>9.2f}"
+                f" {r['class_chunk']:>6} {r['peak_rss_gib']:>9.2f} {r['real_per_class']:>5}"
                 + (f"  (cuda {r['cuda_peak_gib']:.2f} GiB)" if "cuda_peak_gib" in r else ""),
                 flush=True,
             )

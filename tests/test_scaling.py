@@ -219,3 +219,50 @@ def test_scaling_benchmark_runs_one_outer_iteration_of_a_tiny_case(monkeypatch):
     ds = bench.random_dataset(bench.Shape(4, 8), 5)
     assert ds.train.images.shape == (20, 3, 8, 8) and ds.train.images.dtype == torch.uint8
     assert [len(i) for i in ds.class_indices("train")] == [5] * 4
+
+
+def test_scaling_benchmark_reads_real_tiny_imagenet_classes(tmp_path, monkeypatch):
+    """``--tiny-data``: the tiny* cases take the first classes of a parquet dataset, real pixels."""
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    monkeypatch.setenv("EXDISTILL_CACHE", str(tmp_path / "cache"))
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"
+    spec = importlib.util.spec_from_file_location("scaling_bench_real", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(bench.CASES, "tinymini", bench.Shape(2, 16))
+    rng = np.random.default_rng(0)
+
+    def shard(name: str, labels: list[int]) -> None:
+        blobs = []
+        for _ in labels:
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+            blobs.append({"bytes": buf.getvalue(), "path": "x.png"})
+        image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        table = pa.table({"image": pa.array(blobs, image_type), "label": pa.array(labels)})
+        feats = {"label": {"names": ["a", "b", "c"], "_type": "ClassLabel"}}
+        table = table.replace_schema_metadata(
+            {"huggingface": json.dumps({"info": {"features": feats}})}
+        )
+        (tmp_path / "tiny" / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp_path / "tiny" / "data" / f"{name}-00000-of-00001.parquet")
+
+    shard("train", [i % 3 for i in range(60)])  # 20 per class; the validation tenth leaves 18
+    shard("valid", [0, 1, 2])
+    ds = bench.real_dataset(str(tmp_path / "tiny"), bench.Shape(2, 16), per_class=10)
+    assert ds.num_classes == 2 and ds.class_names == ["a", "b"]
+    assert [len(i) for i in ds.class_indices("train")] == [10, 10]
+    assert ds.train.images.float().std() > 50  # the PNGs' random pixels, not zeros
+    budget = bench.Budget(ipc=2, width=8, batch_real=4, real_per_class=30, match_steps=1)
+    r = bench.one_iteration("tinymini", "edd", budget, "cpu", tiny_data=str(tmp_path / "tiny"))
+    assert r["real_per_class"] == 18 and "first 2 classes" in r["data"] and r["seconds"] > 0
+    with pytest.raises(SystemExit, match="holds 3 classes"):
+        bench.real_dataset(str(tmp_path / "tiny"), bench.Shape(5, 16), per_class=10)

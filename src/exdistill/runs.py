@@ -58,6 +58,15 @@ def finish_run(path: Path, metrics: dict[str, Any]) -> None:
     write_json(path / MARKER, {"status": "done"})
 
 
+def is_finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run: marked done, with its metrics written."""
+    try:
+        status = json.loads((run_dir / MARKER).read_text()).get("status")
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return False
+    return status == "done" and (run_dir / "metrics.json").is_file()
+
+
 def run_status(out: Path) -> str:
     """The status in ``out/run.json`` of a run that ``--resume`` may continue."""
     try:

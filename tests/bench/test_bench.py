@@ -558,8 +558,8 @@ def test_keep_records_copies_finished_runs_text_records_only(tmp_path):
     records = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(records)
     src = tmp_path / "sweep"
-    done, running = src / "idc" / "seed0", src / "idc" / "seed1"
-    for run in (done, running):
+    done, running, resumed = (src / "idc" / f"seed{s}" for s in range(3))
+    for run in (done, running, resumed):
         (run / "synthetic").mkdir(parents=True)
         (run / "run.json").write_text('{"status": "done"}')
         (run / "config.yaml").write_text("ipc: 10\n")
@@ -567,6 +567,9 @@ def test_keep_records_copies_finished_runs_text_records_only(tmp_path):
         (run / "grid.png").write_bytes(b"\0" * 64)
     (done / "metrics.json").write_text("{}")
     (done / "variant.json").write_text("{}")
+    # metrics.json of an earlier attempt, but the run was resumed and is not done again yet
+    (resumed / "metrics.json").write_text("{}")
+    (resumed / "run.json").write_text('{"status": "running"}')
     (src / "sweep.md").write_text("| table |")
     (src / "idc" / "seed0.log").write_text("log")
     written = records.keep(src, tmp_path / "kept")

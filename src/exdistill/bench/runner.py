@@ -47,6 +47,7 @@ from exdistill.distributed import usable_cpus
 from exdistill.errors import ConfigError
 from exdistill.io import write_json, write_text
 from exdistill.memory import PEAK_FILE_ENV, read_peak
+from exdistill.runs import is_finished
 
 
 # ----------------------------------------------------------------------------- concurrency
@@ -235,14 +236,6 @@ CELL_PREPARE: dict[str, Callable[[Cell, CellContext], list[str]]] = {"mtt": _exp
 
 
 # ----------------------------------------------------------------------------- finished cells
-def _is_done(run_dir: Path) -> bool:
-    try:
-        status = json.loads((run_dir / "run.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return status == "done" and (run_dir / "metrics.json").is_file()
-
-
 def read_cell(cell: Cell, run_dir: Path, cached: bool) -> CellRecord:
     """The record of a finished cell, from its run directory."""
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -363,7 +356,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
 
     run_dir = _cell_dir(ctx.out, cell)
     stale = False
-    if _is_done(run_dir):
+    if is_finished(run_dir):
         record = read_cell(cell, run_dir, cached=True)
         expected = expected_config_hashes(cell, ctx)
         if expected is None or record.config_hash is None or record.config_hash in expected:
@@ -371,7 +364,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
         stale = True  # presets or overrides changed since it ran: recompute
     method = ctx.suite.row(cell.method)[0]
     distilled = cell.method not in (FULL, *SELECTION)
-    if ctx.source is not None and distilled and not _is_done(_cell_dir(ctx.source, cell)):
+    if ctx.source is not None and distilled and not is_finished(_cell_dir(ctx.source, cell)):
         return CellRecord(
             cell.dataset,
             cell.ipc,
@@ -415,7 +408,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRecord:
     if resumable and result.returncode == 2 and "config differs" in result.tail:
         # The code's config changed since the cell started: its checkpoint is stale.
         result = run_process([*argv, "--overwrite"], log, env, pool)
-    if result.returncode != 0 or not _is_done(run_dir):
+    if result.returncode != 0 or not is_finished(run_dir):
         return CellRecord(
             cell.dataset,
             cell.ipc,
@@ -505,7 +498,7 @@ def run_suite(
     t0 = time.perf_counter()
     for cell in plan(suite):
         run_dir = _cell_dir(out, cell)
-        records[cell] = read_cell(cell, run_dir, True) if _is_done(run_dir) else _pending(cell)
+        records[cell] = read_cell(cell, run_dir, True) if is_finished(run_dir) else _pending(cell)
     if not compute:
         write_results(out, suite, list(records.values()), settings, invocations)
         return [records[c] for c in cells]

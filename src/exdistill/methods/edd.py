@@ -120,7 +120,7 @@ class EDDConfig:
         spec = METHODS.get(self.base)
         require(spec.distiller is not None, f"base: EDD cannot wrap '{self.base}'")
         require(
-            self.condition_epochs == 0 or getattr(spec.distiller, "can_condition", False),
+            self.condition_epochs == 0 or can_condition(self.base),
             f"condition_epochs: base '{self.base}' has no networks to condition; use 0",
         )
         _ = self.resolved_base  # unknown or impossible base_config values fail here, before work
@@ -134,6 +134,11 @@ class EDDConfig:
         if hasattr(resolved, "validate"):
             resolved.validate()
         return resolved
+
+
+def can_condition(base: str) -> bool:
+    """Whether base method ``base`` has matching networks that train (PDD's conditioning)."""
+    return bool(getattr(METHODS.get(base).distiller, "can_condition", False))
 
 
 def resolve_segments(cfg: EDDConfig, ipc: int) -> tuple[int, ...]:
@@ -482,7 +487,7 @@ def edd_presets(
     filt.update(epochs=100 if preset == "quick" else 300, max_steps=600 if preset == "quick" else 0)
     out["filter"] = filt
     out["filter_model_options"] = dict(proto.model_options)
-    if preset == "quick" and getattr(spec.distiller, "can_condition", False):
+    if preset == "quick" and can_condition(base_name):
         out.update(EDD_QUICK_CONDITIONING)
     return out
 
