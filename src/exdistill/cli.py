@@ -574,7 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("bench", help="run a benchmark suite (datasets × ipc × methods), resumable")
-    p.add_argument("--suite", default="smoke", help="smoke, cpu or paper (default smoke)")
+    from exdistill.bench.suites import SUITES  # cheap: the suite table, no cells run
+
+    p.add_argument(
+        "--suite", default="smoke", help=f"one of {', '.join(SUITES.names())} (default smoke)"
+    )
     p.add_argument("--out", required=True, help="suite directory")
     p.add_argument("--resume", action="store_true", help="continue the suite in --out")
     p.add_argument("--only", help="restrict cells, e.g. method=dc+idc,dataset=digits,ipc=1+10")
