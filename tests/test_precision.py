@@ -41,6 +41,66 @@ def test_auto_is_bf16_only_where_it_is_fast():
         RunConfig(precision="half").validate()
 
 
+def test_auto_keeps_fp32_on_small_images_where_casts_cost_more():
+    amx = ("amx_bf16",)
+    assert resolve_precision("auto", "cpu", amx, image_size=(8, 8)) == "fp32"  # digits
+    assert resolve_precision("auto", "cpu", amx, image_size=(28, 28)) == "fp32"  # Fashion-MNIST
+    assert resolve_precision("auto", "cpu", amx, image_size=(32, 32)) == "bf16"  # CIFAR-10
+    assert resolve_precision("bf16", "cpu", (), image_size=(8, 8)) == "bf16"  # asked: obeyed
+    assert RunConfig().precision == "auto"
+
+
+@pytest.mark.parametrize("command", ["baseline", "evaluate"])
+def test_baseline_and_evaluate_take_a_precision_and_record_it(command, digits, tmp_path):
+    from exdistill.pipeline import evaluate_dir, run_baseline
+
+    if command == "baseline":
+        m = run_baseline(
+            "random",
+            "digits",
+            None,
+            2,
+            "dc-quick",
+            1,
+            0,
+            tmp_path / "b",
+            None,
+            "cpu",
+            use_cache=False,
+            precision="bf16",
+        )
+    else:
+        run = RunConfig(method="random", ipc=2, repeats=1, baselines=False, protocol="dc-quick")
+        distill(run, {}, tmp_path / "run")
+        m = evaluate_dir(
+            tmp_path / "run" / "synthetic",
+            tmp_path / "e",
+            "dc-quick",
+            1,
+            0,
+            ["convnet"],
+            None,
+            "cpu",
+            precision="bf16",
+        )
+    assert (m["precision"], m["precision_requested"]) == ("bf16", "bf16")
+    assert 0.3 < m["test_acc_mean"] <= 1.0
+    with pytest.raises(ConfigError, match="precision: unknown"):
+        run_baseline(
+            "random",
+            "digits",
+            None,
+            2,
+            "dc-quick",
+            1,
+            0,
+            tmp_path / "x",
+            None,
+            "cpu",
+            precision="fp16",
+        )
+
+
 def test_the_bf16_scope_runs_convolutions_in_bf16_and_keeps_parameters_fp32(digits):
     net = build_model("convnet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0))
     x = torch.randn(4, 1, 8, 8)
@@ -130,7 +190,7 @@ def test_auto_records_what_it_chose_so_a_resume_elsewhere_is_refused(digits, tmp
     cfg = RunConfig(method="idc", ipc=2, repeats=1, protocol="idc-smoke", precision="auto")
     distill(cfg, TINY, tmp_path / "run")
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["precision_resolved"] == resolve_precision("auto", "cpu")
+    assert saved["precision_resolved"] == resolve_precision("auto", "cpu", image_size=(8, 8))
     other = {"fp32": "bf16", "bf16": "fp32"}[saved["precision_resolved"]]
     saved["precision_resolved"] = other  # as if it had started on another kind of machine
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))

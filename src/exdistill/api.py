@@ -47,7 +47,7 @@ def distill(
     config: dict[str, Any] | None = None,
     device: str = "cpu",
     progress: ProgressFactory = no_progress,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> SyntheticSet:
     """Distill ``dataset`` into ``ipc`` stored images per class with ``method``.
 
@@ -71,7 +71,8 @@ def distill(
     ctx = DistillContext(dataset, ipc, seed, torch.device(device))
     with progress(spec.steps(cfg, ctx), f"distill {method}") as bar:
         ctx.progress = bar
-        with autocast_scope(resolve_precision(precision, device), device):
+        resolved = resolve_precision(precision, device, image_size=dataset.image_size)
+        with autocast_scope(resolved, device):
             result = spec.run(ctx, cfg)
     syn = result.synthetic
     syn.info.update({"method": method, "config": to_dict(cfg), "seed": seed, "preset": preset})
@@ -101,7 +102,7 @@ def evaluate(
     device: str = "cpu",
     epochs: int | None = None,
     progress: ProgressFactory = no_progress,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> EvalResult:
     """Train ``repeats`` fresh networks on the decoded set and test them.
 
@@ -115,7 +116,8 @@ def evaluate(
         proto = dataclasses.replace(proto, train=dataclasses.replace(proto.train, epochs=epochs))
     images, labels = syn.decoded()
     with progress(eval_steps(labels.shape[0], proto, repeats), "evaluate") as bar:
-        with autocast_scope(resolve_precision(precision, device), device):
+        resolved = resolve_precision(precision, device, image_size=dataset.image_size)
+        with autocast_scope(resolved, device):
             return evaluate_images(
                 images, labels, dataset, proto, repeats, seed, model or proto.model, device, bar
             )

@@ -16,8 +16,8 @@ from exdistill.memory import report_peak_at_exit
 
 MAIN_DEFAULT_OUT = "runs/edd-digits-ipc10"
 PRECISION_HELP = (
-    "fp32 (default), bf16, or auto (bf16 where the device runs it fast: CUDA, or a CPU with "
-    "AMX-BF16/AVX512-BF16); every loop of the run"
+    "auto (default: bf16 where the device runs it fast, CUDA or a CPU with AMX-BF16 or "
+    "AVX512-BF16, else fp32), fp32 or bf16; every loop of the run"
 )
 
 
@@ -237,6 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         args.device,
         args.overwrite,
         tqdm_progress,
+        precision=args.precision,
     )
     rows = [(m, fmt_acc(r), "test") for m, r in metrics["models"].items()]
     print(
@@ -264,6 +265,7 @@ def cmd_baseline(args: argparse.Namespace) -> None:
         args.overwrite,
         tqdm_progress,
         use_cache=not args.no_cache,
+        precision=args.precision,
     )
     ipc = str(args.ipc) if args.kind == "random" else "all"
     print(f"\n{args.dataset}, protocol {args.protocol}, {args.repeats} repeats, accuracy %")
@@ -517,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated networks, e.g. convnet,resnet10_ap")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--data-dir")
+    p.add_argument("--precision", default="auto", help=PRECISION_HELP)
     _common(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -529,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="network (default: the protocol's)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
+    p.add_argument("--precision", default="auto", help=PRECISION_HELP)
     _common(p)
     p.set_defaults(func=cmd_baseline)
 

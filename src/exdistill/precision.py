@@ -8,15 +8,15 @@ update stay fp32 (autocast leaves elementwise ops and reductions of fp32 tensors
 cross-entropy runs in fp32). One scope around the job, ``autocast_scope``, is what every loop
 honours: no loop needs its own switch, so none can forget it.
 
-``auto`` is bf16 where the device runs it fast, else fp32: CUDA with bf16 support, or a CPU
-whose flags include AMX-BF16 or AVX512-BF16 (read from ``/proc/cpuinfo``, never assumed).
-Measured on a 2-core Xeon with ``amx_bf16`` (torch 2.13.0, 2 threads, two background jobs at
-nice 19): a 2048² matmul runs at 431 GFLOP/s in fp32 and 3,371 in bf16, yet the library's IDC
-matching step at the CIFAR shape (width 128) gains little: 1,992 ms under bf16 against the fp32
-reference loop's 2,931 (1.47×; the fp32 library with its fused kernels: 1.61×), the loss within
-2e-4 and the image gradient's cosine to fp32 above 0.999 (``python benchmarks/matching_speed.py
---case a --steps 3 --threads 2 --precision bf16``; docs/performance.md). NCHW bf16 convolutions
-do not reach the AMX rate; channels-last ones do, which is where the speed is still to be had.
+``auto`` (the default of every command) is bf16 where the device runs it fast, else fp32:
+CUDA with bf16 support, or a CPU whose flags include AMX-BF16 or AVX512-BF16 (read from
+``/proc/cpuinfo``, never assumed) working on images of at least ``AUTO_MIN_PIXELS`` pixels.
+Accuracy parity (validation, IDC, EDD and DM, Fashion-MNIST and CIFAR-10, two seeds each):
+every bf16 − fp32 difference within the evaluation std. Speed on a 2-core Xeon with
+``amx_bf16``: CIFAR-10 IDC 1.22×, EDD 1.53×; the main job on 8×8 digits 0.84× (hence the pixel
+floor); the matching step at width 128 1.72× the fp32 reference loop, evaluation training
+1.52× (``benchmarks/matching_speed.py``, ``benchmarks/train_speed.py``; docs/performance.md).
+NCHW bf16 convolutions do not reach the AMX rate, which is where the speed is still to be had.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ from exdistill.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "auto")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # instructions that make bf16 fast on CPU
+# On CPU, ``auto`` keeps fp32 for images smaller than this many pixels: there the casts cost
+# more than the bf16 units save. Measured (docs/performance.md): the main job (digits, 8×8)
+# took 96 s under bf16 against 81 s in fp32; CIFAR-10 (32×32) IDC 166 s against 205 s and EDD
+# 353 s against 545 s.
+AUTO_MIN_PIXELS = 32 * 32
 
 
 def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...]:
@@ -54,13 +59,22 @@ def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...]:
     return tuple(f for f in CPU_BF16_FLAGS if f in flags)
 
 
-def resolve_precision(name: str, device: str | torch.device, cpu_flags=None) -> str:
-    """``fp32`` or ``bf16`` for ``name`` on ``device`` (``auto``: bf16 where it is fast).
+def resolve_precision(
+    name: str,
+    device: str | torch.device,
+    cpu_flags: tuple[str, ...] | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> str:
+    """``fp32`` or ``bf16`` for ``name`` on ``device`` (``auto``: bf16 where it is fast: CUDA
+    with bf16, or a CPU with bf16 instructions working on images of at least
+    ``AUTO_MIN_PIXELS`` pixels; ``image_size`` None: not known, not checked).
 
     >>> resolve_precision("auto", "cpu", cpu_flags=("amx_bf16",))
     'bf16'
     >>> resolve_precision("auto", "cpu", cpu_flags=()), resolve_precision("bf16", "cpu", ())
     ('fp32', 'bf16')
+    >>> resolve_precision("auto", "cpu", ("amx_bf16",), (8, 8))  # digits: the casts cost more
+    'fp32'
     """
     if name not in PRECISIONS:
         raise ConfigError(f"precision: unknown '{name}'; choose from: {', '.join(PRECISIONS)}")
@@ -70,7 +84,8 @@ def resolve_precision(name: str, device: str | torch.device, cpu_flags=None) -> 
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
-    return "bf16" if device.type == "cpu" and flags else "fp32"
+    large = image_size is None or image_size[0] * image_size[1] >= AUTO_MIN_PIXELS
+    return "bf16" if device.type == "cpu" and flags and large else "fp32"
 
 
 @contextlib.contextmanager
@@ -98,6 +113,7 @@ def hardware_record(requested: str, resolved: str) -> dict[str, object]:
 
 
 __all__ = [
+    "AUTO_MIN_PIXELS",
     "PRECISIONS",
     "autocast_scope",
     "cpu_bf16_flags",

@@ -163,7 +163,7 @@ SUITES.add(
 
 def _ladder_rows() -> dict[str, Row]:
     """IDC, EDD (over IDC), DM and EDD over DM at 1×, 4× and 16× the quick preset's rounds
-    beyond digits (IDC: 20 outer iterations of 10 matching steps; DM: 500 image updates)."""
+    beyond digits (IDC: 40 outer iterations of 10 matching steps; DM: 500 image updates)."""
     from exdistill.methods.dm import QUICK as DM_QUICK
     from exdistill.methods.gradient import QUICK_MATCH_STEPS
 
