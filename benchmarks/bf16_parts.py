@@ -59,12 +59,21 @@ def conv_rows(dtype: torch.dtype, reps: int) -> list[tuple[str, float]]:
     return rows
 
 
+def pool_conv(x: torch.Tensor, quarter: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, quarter, stride=2, groups=x.shape[1])
+
+
 def pool_rows(dtype: torch.dtype, reps: int) -> list[tuple[str, float]]:
     z = torch.randn(104, 128, 32, 32, dtype=dtype)
     g = torch.randn(104, 128, 16, 16, dtype=dtype)
+    z_nhwc = z.contiguous(memory_format=torch.channels_last)
+    quarter = torch.full((128, 1, 2, 2), 0.25, dtype=dtype)
     return [
         ("fused ReLU + pool (kernels.POOL)", ms(lambda: POOL(z, z), reps)),
         ("PyTorch relu then avg_pool2d", ms(lambda: F.avg_pool2d(F.relu(z), 2), reps)),
+        ("PyTorch relu then avg_pool2d, nhwc", ms(lambda: F.avg_pool2d(F.relu(z_nhwc), 2), reps)),
+        ("pool as a 2×2 depthwise conv, stride 2", ms(partial(pool_conv, z, quarter), reps)),
+        ("the same, nhwc", ms(partial(pool_conv, z_nhwc, quarter), reps)),
         ("fused adjoint (kernels.SPREAD)", ms(lambda: SPREAD(g, z), reps)),
         ("plain copy of the map (memory floor)", ms(z.clone, reps)),
     ]
