@@ -11,22 +11,11 @@ self CPU time, so the rows say which operators (or compiled graphs of ``models.k
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
+import matching_speed as bench  # this script's folder is on sys.path when it runs
 import torch
-
-
-def load_matching_speed():
-    path = Path(__file__).with_name("matching_speed.py")
-    spec = importlib.util.spec_from_file_location("matching_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
@@ -37,7 +26,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    bench = load_matching_speed()
     case = replace(bench.CASES[args.case], precision=args.precision)
     inputs = bench.make_inputs(case)
     gen = torch.Generator().manual_seed(0)

@@ -122,11 +122,9 @@ def real_dataset(data_dir: str, shape: Shape, per_class: int):
             f"{full.image_size[0]}×{full.image_size[1]}; case needs {shape.classes} of "
             f"{shape.size}×{shape.size}"
         )
-    labels = full.train.labels
-    keep = torch.cat(
-        [torch.nonzero(labels == c).flatten()[:per_class] for c in range(shape.classes)]
-    )
-    train = Split(full.train.images[keep], labels[keep])
+    pools = full.class_indices("train")[: shape.classes]
+    keep = torch.cat([pool[:per_class] for pool in pools])
+    train = Split(full.train.images[keep], full.train.labels[keep])
     small = Split(full.val.images[:0], full.val.labels[:0])
     return ImageDataset(
         name=f"tiny-imagenet-{shape.classes}",
