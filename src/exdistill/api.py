@@ -33,7 +33,7 @@ from exdistill.evaluation import (
     with_learned_lr,
 )
 from exdistill.methods import METHODS, DistillContext, resolve_config
-from exdistill.precision import autocast_scope, resolve_precision
+from exdistill.precision import DEFAULT_PRECISION, autocast_scope, resolve_precision
 from exdistill.progress import ProgressFactory, no_progress
 from exdistill.synthetic import SyntheticSet
 
@@ -47,7 +47,7 @@ def distill(
     config: dict[str, Any] | None = None,
     device: str = "cpu",
     progress: ProgressFactory = no_progress,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> SyntheticSet:
     """Distill ``dataset`` into ``ipc`` stored images per class with ``method``.
 
@@ -102,7 +102,7 @@ def evaluate(
     device: str = "cpu",
     epochs: int | None = None,
     progress: ProgressFactory = no_progress,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> EvalResult:
     """Train ``repeats`` fresh networks on the decoded set and test them.
 

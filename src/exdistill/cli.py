@@ -13,6 +13,7 @@ from exdistill import __version__
 from exdistill.config import load_yaml, merge, parse_overrides
 from exdistill.errors import ExdistillError
 from exdistill.memory import report_peak_at_exit
+from exdistill.precision import DEFAULT_PRECISION
 
 MAIN_DEFAULT_OUT = "runs/edd-digits-ipc10"
 PRECISION_HELP = (
@@ -519,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated networks, e.g. convnet,resnet10_ap")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--data-dir")
-    p.add_argument("--precision", default="auto", help=PRECISION_HELP)
+    p.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
     _common(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -532,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="network (default: the protocol's)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
-    p.add_argument("--precision", default="auto", help=PRECISION_HELP)
+    p.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
     _common(p)
     p.set_defaults(func=cmd_baseline)
 

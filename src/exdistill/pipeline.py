@@ -35,7 +35,13 @@ from exdistill.evaluation import (
 from exdistill.io import atomic_write, write_json
 from exdistill.methods import METHODS, DistillContext, resolve_config
 from exdistill.models.kernels import calls_since, kernel_calls
-from exdistill.precision import PRECISIONS, autocast_scope, hardware_record, resolve_precision
+from exdistill.precision import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    autocast_scope,
+    hardware_record,
+    resolve_precision,
+)
 from exdistill.progress import ProgressFactory, no_progress
 from exdistill.runs import (
     MARKER,
@@ -70,7 +76,7 @@ class RunConfig:
     # fp32 | bf16 | auto (bf16 where the device runs it fast): every loop of the run, the
     # evaluation and its baselines (exdistill.precision). auto since bf16's accuracy parity
     # held on validation (IDC, EDD, DM; Fashion-MNIST and CIFAR-10; docs/performance.md).
-    precision: str = "auto"
+    precision: str = DEFAULT_PRECISION
     # Also evaluate the set and a random subset under the protocol without augmentation, for
     # DD-Ranking's ARS (needs baselines; costs a second evaluation and random baseline).
     ars: bool = False
@@ -512,7 +518,7 @@ def evaluate_dir(
     device: str,
     overwrite: bool = False,
     progress: ProgressFactory = no_progress,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[str, Any]:
     """Evaluate a saved synthetic set (``exdistill evaluate``) at ``precision``."""
     syn = SyntheticSet.load(synset_dir)
@@ -574,7 +580,7 @@ def run_baseline(
     overwrite: bool = False,
     progress: ProgressFactory = no_progress,
     use_cache: bool = True,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[str, Any]:
     """``exdistill baseline {random,full}``, at ``precision`` (``auto``: bf16 where it is fast)."""
     proto = PROTOCOLS.get(protocol)

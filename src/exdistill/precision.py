@@ -14,8 +14,9 @@ CUDA with bf16 support, or a CPU whose flags include AMX-BF16 or AVX512-BF16 (re
 Accuracy parity (validation, IDC, EDD and DM, Fashion-MNIST and CIFAR-10, two seeds each):
 every bf16 − fp32 difference within the evaluation std. Speed on a 2-core Xeon with
 ``amx_bf16``: CIFAR-10 IDC 1.22×, EDD 1.53×; the main job on 8×8 digits 0.84× (hence the pixel
-floor); the matching step at width 128 1.72× the fp32 reference loop, evaluation training
-1.52× (``benchmarks/matching_speed.py``, ``benchmarks/train_speed.py``; docs/performance.md).
+floor); the matching step at width 128 1.97× the fp32 reference loop at one thread (1.72× at
+two), evaluation training 1.52× (``benchmarks/matching_speed.py``, ``benchmarks/train_speed.py``;
+docs/performance.md).
 NCHW bf16 convolutions do not reach the AMX rate, which is where the speed is still to be had.
 """
 
@@ -30,6 +31,7 @@ import torch
 from exdistill.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "auto")
+DEFAULT_PRECISION = "auto"  # of every command, the API and RunConfig
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # instructions that make bf16 fast on CPU
 # On CPU, ``auto`` keeps fp32 for images smaller than this many pixels: there the casts cost
 # more than the bf16 units save. Measured (docs/performance.md): the main job (digits, 8×8)
@@ -114,6 +116,7 @@ def hardware_record(requested: str, resolved: str) -> dict[str, object]:
 
 __all__ = [
     "AUTO_MIN_PIXELS",
+    "DEFAULT_PRECISION",
     "PRECISIONS",
     "autocast_scope",
     "cpu_bf16_flags",
