@@ -77,22 +77,51 @@ def second_order(fn, x, w, b, phi: str = "all", seed: int = 1) -> list[torch.Ten
     return [y, gx, gw, gb, *[s if s is not None else torch.zeros_like(b) for s in second]]
 
 
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """A leaf with ``t``'s values stored channels-last."""
+    return t.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+
+
+LAYOUTS = {
+    "nchw": lambda t: t.detach().clone().requires_grad_(True),
+    "channels_last": channels_last,
+}
+
+
 # ------------------------------------------------------------------- math (eager, float64)
-def test_instance_norm_second_derivative_formulas_pass_gradgradcheck(eager) -> None:
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_instance_norm_second_derivative_formulas_pass_gradgradcheck(eager, layout) -> None:
     x, w, b = tensors((3, 4, 5, 5), (4,), (4,))
+    x = LAYOUTS[layout](x)
+    assert kernels.is_channels_last(x) == (layout == "channels_last")
     assert torch.autograd.gradcheck(fused_norm, (x, w, b))
     assert torch.autograd.gradgradcheck(fused_norm, (x, w, b))
 
 
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("phi", sorted(PHI))
-def test_instance_norm_equals_group_norm_to_second_order(eager, phi) -> None:
+def test_instance_norm_equals_group_norm_to_second_order(eager, phi, layout) -> None:
     x, w, b = tensors((2, 3, 4, 6), (3,), (3,))
+    x = LAYOUTS[layout](x)
     for ours, theirs in zip(
         second_order(fused_norm, x, w, b, phi),
         second_order(plain_norm, x, w, b, phi),
         strict=True,
     ):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+
+
+def test_channels_last_maps_stay_channels_last_through_every_derivative(eager) -> None:
+    """A channels-last map's norm, pooling and their first and second derivatives keep the
+    layout: no pass of the step converts it back (which is what costs on CPU)."""
+    x, w, b = tensors((2, 3, 4, 6), (3,), (3,))
+    x = channels_last(x)
+    y = relu_avg_pool2x2(fused_norm(x, w, b))
+    assert kernels.is_channels_last(y)
+    (gx,) = torch.autograd.grad((y * y.detach().cos()).sum(), x, create_graph=True)
+    assert kernels.is_channels_last(gx)
+    (ggx,) = torch.autograd.grad(gx.pow(2).sum(), x)
+    assert kernels.is_channels_last(ggx)
 
 
 def test_instance_norm_refuses_a_third_derivative(eager) -> None:
@@ -103,21 +132,23 @@ def test_instance_norm_refuses_a_third_derivative(eager) -> None:
     torch.autograd.grad(gx.pow(2).sum(), x)  # the second derivative itself is fine
 
 
-def test_pooling_and_relu_pooling_pass_gradgradcheck(eager) -> None:
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_pooling_and_relu_pooling_pass_gradgradcheck(eager, layout) -> None:
     (x,) = tensors((2, 3, 4, 6))
-    assert torch.autograd.gradgradcheck(avg_pool2x2, (x,))
+    assert torch.autograd.gradgradcheck(avg_pool2x2, (LAYOUTS[layout](x),))
     # Away from the ReLU's kink (finite differences across it are meaningless).
     z = (x.detach() + 0.2 * x.detach().sign()).requires_grad_(True)
-    assert torch.autograd.gradgradcheck(relu_avg_pool2x2, (z,))
+    assert torch.autograd.gradgradcheck(relu_avg_pool2x2, (LAYOUTS[layout](z),))
 
 
-def test_relu_pooling_equals_relu_then_avg_pool2d_to_second_order(eager) -> None:
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_relu_pooling_equals_relu_then_avg_pool2d_to_second_order(eager, layout) -> None:
     (x,) = tensors((2, 3, 4, 6))
     x0 = x.detach().clone()
     x0[0, 0, 0, :2] = 0.0  # exactly at the kink: both give the ReLU zero gradient there
     results = []
     for fn in (relu_avg_pool2x2, lambda t: F.avg_pool2d(F.relu(t), 2)):
-        z = x0.clone().requires_grad_(True)
+        z = LAYOUTS[layout](x0.clone())
         y = fn(z)
         loss = (y * y.detach().cos()).sum() + y.pow(3).sum()
         (g,) = torch.autograd.grad(loss, z, create_graph=True)
@@ -147,13 +178,15 @@ def test_pooling_rejects_odd_maps() -> None:
 
 # ----------------------------------------------------------------------- compiled (float32)
 @pytest.mark.skipif(not HAS_COMPILER, reason="TorchInductor needs a C++ compiler")
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("phi", ["x", "all"])
-def test_compiled_kernels_equal_pytorch_to_second_order(phi) -> None:
+def test_compiled_kernels_equal_pytorch_to_second_order(phi, layout) -> None:
     """The real fast path: TorchInductor-compiled kernels on float32, against
     PyTorch's layers; a compile failure would warn, and warnings are errors here."""
-    for kernel in (kernels.NORM_SECOND, kernels.POOL, kernels.SPREAD):
+    for kernel in kernels.KERNELS.values():
         assert kernel.usable, "a kernel's compile failed earlier in this process"
     x, w, b = tensors((3, 4, 6, 8), (4,), (4,), dtype=torch.float32)
+    x = LAYOUTS[layout](x)
 
     def ours(x, w, b):
         return relu_avg_pool2x2(instance_norm(x, w, b, 1e-5))
@@ -167,13 +200,14 @@ def test_compiled_kernels_equal_pytorch_to_second_order(phi) -> None:
     want = second_order(theirs, x, w, b, phi)
     for g, t in zip(got, want, strict=True):
         torch.testing.assert_close(g, t, rtol=1e-4, atol=1e-5)
-    for kernel in (kernels.NORM_SECOND, kernels.POOL, kernels.SPREAD):
+    for kernel in kernels.KERNELS.values():
         assert kernel.usable
 
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="TorchInductor needs a C++ compiler")
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("phi", ["x", "all"])
-def test_compiled_kernels_in_bf16_are_as_accurate_as_pytorchs_bf16(phi) -> None:
+def test_compiled_kernels_in_bf16_are_as_accurate_as_pytorchs_bf16(phi, layout) -> None:
     """Under bf16 autocast the layers get bfloat16 activations and float32 parameters: the
     fused path's value and derivatives are within twice PyTorch's own bf16 error of the float64
     truth (and within 1 % of its largest magnitude)."""
@@ -186,7 +220,10 @@ def test_compiled_kernels_in_bf16_are_as_accurate_as_pytorchs_bf16(phi) -> None:
         return F.avg_pool2d(F.relu(F.group_norm(x, 4, w, b, 1e-5)), 2)
 
     def leaf(t, dtype):
-        return t.detach().to(dtype).requires_grad_(True)
+        t = t.detach().to(dtype)
+        if t.ndim == 4 and layout == "channels_last":
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t.requires_grad_(True)
 
     truth = second_order(theirs, x, w, b, phi)
     low = [leaf(x, torch.bfloat16), leaf(w, torch.float32), leaf(b, torch.float32)]
@@ -286,13 +323,16 @@ def big(channels: int = 8) -> torch.Tensor:
     return torch.randn(n, channels, side, side, generator=torch.Generator().manual_seed(0))
 
 
-def test_fused_path_only_with_gradients_on_large_contiguous_cpu_float32_or_bf16() -> None:
+def test_fused_path_only_with_gradients_on_large_contiguous_or_channels_last_cpu_maps() -> None:
     x = big().requires_grad_(True)
     assert kernels.fused_enabled(x)
     assert not kernels.fused_enabled(x[:1])  # small
     assert not kernels.fused_enabled(x.double())  # float64
     assert kernels.fused_enabled(x.bfloat16())  # bf16 autocast's activations
-    assert not kernels.fused_enabled(x.contiguous(memory_format=torch.channels_last))
+    # channels-last maps (they arise under bf16 autocast only) take it at any size
+    assert kernels.fused_enabled(x.contiguous(memory_format=torch.channels_last))
+    assert kernels.fused_enabled(x[:1].contiguous(memory_format=torch.channels_last))
+    assert not kernels.fused_enabled(x[..., ::2])  # strided: neither layout
     with torch.no_grad():
         assert not kernels.fused_enabled(x)
     norm, pool = InstanceNorm(8), AvgPool2x2()
@@ -377,3 +417,35 @@ def test_convnet_with_fused_layers_matches_plain_layers_to_second_order(forced, 
     fused = match_grad(net.features)
     assert calls == {"norm": 2, "relu_pool": 2}  # ConvNet-2 on 16×16: two blocks, both fused
     torch.testing.assert_close(fused, match_grad(plain), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="TorchInductor needs a C++ compiler")
+def test_convnet_under_bf16_autocast_runs_channels_last_and_agrees_with_pytorchs_layers():
+    """Under CPU bf16 autocast the ConvNet's stack runs channels-last on the compiled
+    channels-last kernels; its matching gradient agrees with PyTorch's own layers (NCHW, same
+    autocast) to bf16's precision."""
+    from exdistill.precision import autocast_scope
+
+    gen = torch.Generator().manual_seed(0)
+    net = build_model("convnet", 3, 4, (16, 16), width=8, generator=gen)
+    syn0 = torch.randn(6, 3, 16, 16, generator=gen)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+
+    def match_grad(fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        set_fused(net, fused)
+        syn = syn0.clone().requires_grad_(True)
+        with autocast_scope("bf16", "cpu"):
+            logits = net(syn)
+            params = [p for p in net.features.parameters() if p.ndim == 4]
+            grads = torch.autograd.grad(F.cross_entropy(logits, labels), params, create_graph=True)
+            (g,) = torch.autograd.grad(sum(gr.square().sum() for gr in grads), syn)
+        return logits.float(), g
+
+    before = kernels.kernel_calls()
+    fused_logits, fused_grad = match_grad(True)
+    used = kernels.calls_since(before)
+    assert all(used[k] > 0 for k in ("norm_forward_cl", "norm_second_cl", "pool_cl", "spread_cl"))
+    plain_logits, plain_grad = match_grad(False)
+    torch.testing.assert_close(fused_logits, plain_logits, rtol=0.05, atol=0.05)
+    cosine = F.cosine_similarity(fused_grad.flatten(), plain_grad.flatten(), dim=0)
+    assert cosine > 0.99, cosine

@@ -109,15 +109,38 @@ class Kernel:
 FUSED_DTYPES = (torch.float32, torch.bfloat16)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a 4-d map stored channels-last (and not also plain contiguous)."""
+    return (
+        x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def contiguous_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` contiguous in ``ref``'s layout (channels-last or plain)."""
+    if is_channels_last(ref):
+        return t.contiguous(memory_format=torch.channels_last)
+    return t.contiguous()
+
+
 def fused_enabled(x: torch.Tensor) -> bool:
     """Whether ``x`` may take the fused path (see the module docstring); layers also check
-    their own ``fused`` flag and that the kernels compiled."""
+    their own ``fused`` flag and that the kernels compiled. Channels-last maps take it at any
+    size: they only arise under bf16 (``FusingSequential``), where the first layer compiles."""
     return (
         torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype in FUSED_DTYPES
-        and x.numel() >= COMPILE_MIN_NUMEL
-        and x.is_contiguous()
+        and ((x.numel() >= COMPILE_MIN_NUMEL and x.is_contiguous()) or is_channels_last(x))
+    )
+
+
+def bf16_autocast(x: torch.Tensor) -> bool:
+    """Whether ``x``'s layers run under CPU bf16 autocast (``exdistill.precision``)."""
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
     )
 
 
@@ -174,10 +197,103 @@ def _norm_second_derivative(
         d_x = d_x + _project(gy3 * aw, xh, inv_m) * r
     if a_b is not None:
         d_gy = d_gy + a_b.reshape(1, c, 1)
-    return d_gy.reshape(gy.shape), d_x.reshape(x.shape), d_w
+    # Cast back inside the compiled loop: autograd would otherwise copy the float32 results
+    # to the inputs' dtype (bf16) in a pass of its own.
+    return d_gy.reshape(gy.shape).to(gy.dtype), d_x.reshape(x.shape).to(x.dtype), d_w
 
 
 NORM_SECOND = Kernel(_norm_second_derivative)
+
+
+# Channels-last instance norm: the same math over the spatial dimensions (2, 3) of a
+# channels-last map, in float32, so that TorchInductor's loops run along the channels
+# (contiguous) and no layout copy is needed. PyTorch's native group norm has no fast
+# channels-last backward on CPU (docs/performance.md).
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is narrower (bf16, fp16), else as it is (float32, float64)."""
+    return t.float() if t.element_size() < 4 else t
+
+
+def _spatial(t: torch.Tensor) -> torch.Tensor:
+    return t[:, :, None, None]
+
+
+def _norm_forward_cl(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, rstd) as ``native_group_norm`` returns them (mean, rstd: (N, C) float32)."""
+    xf = _wide(x)
+    mean = xf.mean((2, 3))
+    var = (xf - _spatial(mean)).square().mean((2, 3))
+    rstd = torch.rsqrt(var + eps)
+    scale = _spatial(rstd) * _wide(weight)[None, :, None, None]
+    y = (xf - _spatial(mean)) * scale + _wide(bias)[None, :, None, None]
+    return y.to(x.dtype), mean, rstd
+
+
+def _project_cl(w: torch.Tensor, xh: torch.Tensor) -> torch.Tensor:
+    """P(w) of the module docstring, means over the spatial dimensions."""
+    return (w - w.mean((2, 3), keepdim=True)) - xh * (w * xh).mean((2, 3), keepdim=True)
+
+
+def _norm_backward_cl(
+    gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(gx, gγ, gβ) as ``native_group_norm_backward`` returns them."""
+    g = _wide(gy)
+    xh = (_wide(x) - _spatial(mean)) * _spatial(rstd)
+    gx = _spatial(rstd) * _project_cl(g * _wide(weight)[None, :, None, None], xh)
+    gw = (g * xh).sum((0, 2, 3))
+    gb = g.sum((0, 2, 3))
+    return gx.to(x.dtype), gw.to(weight.dtype), gb.to(weight.dtype)
+
+
+def _norm_second_derivative_cl(
+    gy: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    a_x: torch.Tensor | None,
+    a_w: torch.Tensor | None,
+    a_b: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_norm_second_derivative`` over the spatial dimensions of channels-last maps."""
+    inv_m = 1.0 / (x.shape[2] * x.shape[3])
+    r = _spatial(rstd)
+    g3 = _wide(gy)
+    xh = (_wide(x) - _spatial(mean)) * r
+    gamma = _wide(weight)[None, :, None, None]
+    d_gy = torch.zeros_like(xh)
+    d_x = torch.zeros_like(xh)
+    d_w = torch.zeros(weight.shape, dtype=xh.dtype, device=xh.device)
+    if a_x is not None:
+        up = _wide(a_x)
+        pa = _project_cl(up, xh)
+        rpa = pa * r
+        d_gy = d_gy + rpa * gamma
+        d_w = d_w + (g3 * rpa).sum((0, 2, 3))
+        g = g3 * gamma
+        s_ax = (up * xh).sum((2, 3), keepdim=True)
+        s_gx = (g * xh).sum((2, 3), keepdim=True)
+        s_ag = (up * g).sum((2, 3), keepdim=True) - g.mean((2, 3), keepdim=True) * up.sum(
+            (2, 3), keepdim=True
+        )
+        d_x = d_x - (r * r * inv_m) * (
+            xh * (s_ag - s_gx * s_ax * inv_m) + s_ax * _project_cl(g, xh) + s_gx * pa
+        )
+    if a_w is not None:
+        aw = _wide(a_w)[None, :, None, None]
+        d_gy = d_gy + xh * aw
+        d_x = d_x + _project_cl(g3 * aw, xh) * r
+    if a_b is not None:
+        d_gy = d_gy + _wide(a_b)[None, :, None, None]
+    return d_gy.to(gy.dtype), d_x.to(x.dtype), d_w.to(weight.dtype)
+
+
+NORM_FORWARD_CL = Kernel(_norm_forward_cl)
+NORM_BACKWARD_CL = Kernel(_norm_backward_cl)
+NORM_SECOND_CL = Kernel(_norm_second_derivative_cl)
 
 
 class _InstanceNormGrad(Function):
@@ -186,9 +302,12 @@ class _InstanceNormGrad(Function):
     @staticmethod
     def forward(ctx, gy, x, weight, mean, rstd):  # type: ignore[override]
         n, c = x.shape[:2]
-        grads = torch.ops.aten.native_group_norm_backward(
-            gy, x, mean, rstd, weight, n, c, x[0, 0].numel(), c, [True, True, True]
-        )
+        if is_channels_last(x):
+            grads = NORM_BACKWARD_CL(gy, x, weight, mean, rstd)
+        else:
+            grads = torch.ops.aten.native_group_norm_backward(
+                gy, x, mean, rstd, weight, n, c, x[0, 0].numel(), c, [True, True, True]
+            )
         ctx.save_for_backward(gy, x, weight, mean, rstd)
         ctx.set_materialize_grads(False)
         return grads
@@ -203,7 +322,8 @@ class _InstanceNormGrad(Function):
         gy, x, weight, mean, rstd = ctx.saved_tensors
         if a_x is None and a_w is None and a_b is None:
             return None, None, None, None, None
-        d_gy, d_x, d_w = NORM_SECOND(gy, x, weight, mean, rstd, a_x, a_w, a_b)
+        second = NORM_SECOND_CL if is_channels_last(x) else NORM_SECOND
+        d_gy, d_x, d_w = second(gy, x, weight, mean, rstd, a_x, a_w, a_b)
         return d_gy, d_x, d_w, None, None
 
 
@@ -213,14 +333,17 @@ class _InstanceNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):  # type: ignore[override]
         n, c = x.shape[:2]
-        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), c, eps)
+        if is_channels_last(x):
+            y, mean, rstd = NORM_FORWARD_CL(x, weight, bias, eps)
+        else:
+            y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), c, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         return y
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
         x, weight, mean, rstd = ctx.saved_tensors
-        gx, gw, gb = _InstanceNormGrad.apply(gy.contiguous(), x, weight, mean, rstd)
+        gx, gw, gb = _InstanceNormGrad.apply(contiguous_like(gy, x), x, weight, mean, rstd)
         return gx, gw, gb, None
 
 
@@ -232,7 +355,7 @@ def instance_norm(
     Shape:
         (N, C, H, W) → (N, C, H, W); weight and bias (C,)
     """
-    return _InstanceNorm.apply(x.contiguous(), weight, bias, eps)
+    return _InstanceNorm.apply(contiguous_like(x, x), weight, bias, eps)
 
 
 class InstanceNorm(nn.GroupNorm):
@@ -244,7 +367,12 @@ class InstanceNorm(nn.GroupNorm):
         self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and x.ndim == 4 and NORM_SECOND.usable and fused_enabled(x):
+        usable = (
+            (NORM_FORWARD_CL, NORM_BACKWARD_CL, NORM_SECOND_CL)
+            if is_channels_last(x)
+            else (NORM_SECOND,)
+        )
+        if self.fused and x.ndim == 4 and all(k.usable for k in usable) and fused_enabled(x):
             return instance_norm(x, self.weight, self.bias, self.eps)
         return super().forward(x)
 
@@ -291,9 +419,40 @@ def _masked_spread(g: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     return out.reshape(n, c, 2 * h, 2 * w)
 
 
+def _masked_pool_cl(x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    """``_masked_pool`` of a channels-last map: the window sums run along the channels
+    (contiguous), in float32, rounded once; the result is channels-last too."""
+    if z is not None:
+        x = torch.where(z <= 0, 0.0, x)
+    n, c, h, w = x.shape
+    t = _wide(x.permute(0, 2, 3, 1)).reshape(n, h // 2, 2, w // 2, 2, c).sum((2, 4)) * 0.25
+    return t.to(x.dtype).permute(0, 3, 1, 2)
+
+
+def _masked_spread_cl(g: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    """``_masked_spread`` of a channels-last map (exact: a quarter is a power of two)."""
+    n, c, h, w = g.shape
+    quarter = (g.permute(0, 2, 3, 1) * 0.25)[:, :, None, :, None, :]
+    out = quarter.expand(n, h, 2, w, 2, c).reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    if z is not None:
+        out = torch.where(z <= 0, 0.0, out)
+    return out
+
+
 POOL = Kernel(_masked_pool)
 SPREAD = Kernel(_masked_spread)
-KERNELS = {"norm_second": NORM_SECOND, "pool": POOL, "spread": SPREAD}
+POOL_CL = Kernel(_masked_pool_cl)
+SPREAD_CL = Kernel(_masked_spread_cl)
+KERNELS = {
+    "norm_second": NORM_SECOND,
+    "pool": POOL,
+    "spread": SPREAD,
+    "norm_forward_cl": NORM_FORWARD_CL,
+    "norm_backward_cl": NORM_BACKWARD_CL,
+    "norm_second_cl": NORM_SECOND_CL,
+    "pool_cl": POOL_CL,
+    "spread_cl": SPREAD_CL,
+}
 
 
 def kernel_calls() -> dict[str, int]:
@@ -315,12 +474,14 @@ class _Pool(Function):
     @staticmethod
     def forward(ctx, x, z):  # type: ignore[override]
         ctx.save_for_backward(z)
-        return POOL(x, z)
+        ctx.channels_last = is_channels_last(x)
+        return (POOL_CL if ctx.channels_last else POOL)(x, z)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (z,) = ctx.saved_tensors
-        return _Spread.apply(g.contiguous(), z), None
+        g = g.contiguous(memory_format=_layout(ctx.channels_last))
+        return _Spread.apply(g, z), None
 
 
 class _Spread(Function):
@@ -329,12 +490,18 @@ class _Spread(Function):
     @staticmethod
     def forward(ctx, g, z):  # type: ignore[override]
         ctx.save_for_backward(z)
-        return SPREAD(g, z)
+        ctx.channels_last = is_channels_last(g)
+        return (SPREAD_CL if ctx.channels_last else SPREAD)(g, z)
 
     @staticmethod
     def backward(ctx, gg):  # type: ignore[override]
         (z,) = ctx.saved_tensors
-        return _Pool.apply(gg.contiguous(), z), None
+        gg = gg.contiguous(memory_format=_layout(ctx.channels_last))
+        return _Pool.apply(gg, z), None
+
+
+def _layout(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _check_even(x: torch.Tensor) -> None:
@@ -349,7 +516,7 @@ def avg_pool2x2(x: torch.Tensor) -> torch.Tensor:
         (N, C, H, W) → (N, C, H // 2, W // 2)
     """
     _check_even(x)
-    return _Pool.apply(x.contiguous(), None)
+    return _Pool.apply(contiguous_like(x, x), None)
 
 
 def relu_avg_pool2x2(z: torch.Tensor) -> torch.Tensor:
@@ -360,7 +527,7 @@ def relu_avg_pool2x2(z: torch.Tensor) -> torch.Tensor:
         (N, C, H, W) → (N, C, H // 2, W // 2)
     """
     _check_even(z)
-    z = z.contiguous()
+    z = contiguous_like(z, z)
     return _Pool.apply(z, z.detach())
 
 
@@ -369,8 +536,7 @@ def _poolable(x: torch.Tensor) -> bool:
         x.ndim == 4
         and x.shape[-1] % 2 == 0
         and x.shape[-2] % 2 == 0
-        and POOL.usable
-        and SPREAD.usable
+        and all(k.usable for k in ((POOL_CL, SPREAD_CL) if is_channels_last(x) else (POOL, SPREAD)))
         and fused_enabled(x)
     )
 
@@ -399,6 +565,11 @@ class FusingSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         modules = list(self)
+        if self.fused and x.ndim == 4 and bf16_autocast(x):
+            # bf16 convolutions reach the bf16 units' rate only on channels-last maps (NCHW
+            # ones reorder every output): the whole stack runs channels-last, and the fused
+            # norm and pooling take that layout (docs/performance.md).
+            x = x.contiguous(memory_format=torch.channels_last)
         i = 0
         while i < len(modules):
             module = modules[i]
