@@ -449,3 +449,22 @@ def test_convnet_under_bf16_autocast_runs_channels_last_and_agrees_with_pytorchs
     torch.testing.assert_close(fused_logits, plain_logits, rtol=0.05, atol=0.05)
     cosine = F.cosine_similarity(fused_grad.flatten(), plain_grad.flatten(), dim=0)
     assert cosine > 0.99, cosine
+
+
+def test_a_kernel_sees_detached_plain_tensors(monkeypatch) -> None:
+    """Parameters, leaves with gradients and activations reach the compiled code as the same
+    kind of tensor: one guard set, no recompiles per kind (TorchDynamo gives up after 8)."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+
+    def record(t, w):
+        seen.append((type(t), t.requires_grad, type(w), w.requires_grad))
+        return t * w
+
+    kernel = Kernel(record)
+    weight = nn.Parameter(torch.ones(3))
+    leaf = torch.ones(3, requires_grad=True)
+    kernel(leaf, weight)
+    kernel(leaf * 2, weight)
+    kernel(torch.ones(3), torch.ones(3))
+    assert seen == [(torch.Tensor, False, torch.Tensor, False)] * 3

@@ -63,7 +63,9 @@ COMPILE_MIN_NUMEL = 1 << 20
 class Kernel:
     """A pure tensor function, compiled by TorchInductor on first use, eager if that fails.
 
-    The compiled callable is a per-process cache (like TorchInductor's own). A call that raises
+    Call it only where autograd records nothing (an ``autograd.Function``'s forward or
+    backward): its tensor arguments are detached. The compiled callable is a per-process cache
+    (like TorchInductor's own). A call that raises
     in compiled form is retried eagerly: if the eager call succeeds, compiling is what failed,
     the kernel warns once and stays eager (``usable`` False); if it raises too, the error is the
     caller's and propagates, the kernel unchanged.
@@ -81,6 +83,11 @@ class Kernel:
         self._compiled: Callable[..., Any] | None = None
 
     def __call__(self, *args: Any) -> Any:
+        # Kernels run inside autograd Functions, where nothing is recorded: detached inputs
+        # (plain tensors without requires_grad) give the compiled code one guard set, where
+        # parameters, leaves and activations would each recompile it (and TorchDynamo stops
+        # compiling after 8 recompiles, falling back to eager).
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
         if not self.usable:
             return self.fn(*args)
         try:
