@@ -329,9 +329,11 @@ def test_fused_path_only_with_gradients_on_large_contiguous_or_channels_last_cpu
     assert not kernels.fused_enabled(x[:1])  # small
     assert not kernels.fused_enabled(x.double())  # float64
     assert kernels.fused_enabled(x.bfloat16())  # bf16 autocast's activations
-    # channels-last maps (they arise under bf16 autocast only) take it at any size
-    assert kernels.fused_enabled(x.contiguous(memory_format=torch.channels_last))
-    assert kernels.fused_enabled(x[:1].contiguous(memory_format=torch.channels_last))
+    # channels-last bf16 maps (what bf16 autocast runs) take it at any size; float32
+    # channels-last maps (the opt-in method.channels_last) keep PyTorch's layers
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert kernels.fused_enabled(cl.bfloat16()) and kernels.fused_enabled(cl[:1].bfloat16())
+    assert not kernels.fused_enabled(cl) and not kernels.fused_enabled(cl[:1])
     assert not kernels.fused_enabled(x[..., ::2])  # strided: neither layout
     with torch.no_grad():
         assert not kernels.fused_enabled(x)
@@ -444,11 +446,48 @@ def test_convnet_under_bf16_autocast_runs_channels_last_and_agrees_with_pytorchs
     before = kernels.kernel_calls()
     fused_logits, fused_grad = match_grad(True)
     used = kernels.calls_since(before)
-    assert all(used[k] > 0 for k in ("norm_forward_cl", "norm_second_cl", "pool_cl", "spread_cl"))
+    assert all(used[k] > 0 for k in kernels.KERNELS if k.endswith("_cl")), used
     plain_logits, plain_grad = match_grad(False)
     torch.testing.assert_close(fused_logits, plain_logits, rtol=0.05, atol=0.05)
     cosine = F.cosine_similarity(fused_grad.flatten(), plain_grad.flatten(), dim=0)
     assert cosine > 0.99, cosine
+    with torch.no_grad(), autocast_scope("bf16", "cpu"):  # evaluation: PyTorch's layers, NHWC
+        set_fused(net, True)
+        torch.testing.assert_close(net(syn0).float(), plain_logits, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="TorchInductor needs a C++ compiler")
+def test_a_one_channel_convnet_runs_channels_last_under_bf16_and_other_norms_do_not() -> None:
+    """A one-channel input is NCHW and channels-last at once (its convolution answers in NCHW):
+    the stack converts the maps after it. A ConvNet without the fused instance norm (batch
+    norm here) stays NCHW under bf16: its layers would be PyTorch's channels-last ones."""
+    from exdistill.precision import autocast_scope
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 16, 16, generator=gen)
+    for name, uses_cl in (("convnet", True), ("convnet_bn", False)):
+        net = build_model(name, 1, 3, (16, 16), width=8, generator=gen)
+        before = kernels.kernel_calls()
+        with autocast_scope("bf16", "cpu"):
+            feats = net.features[:-1](x.clone().requires_grad_(True))  # the map before Flatten
+            net(x).sum().backward()
+        used = kernels.calls_since(before)
+        assert kernels.is_channels_last(feats) == uses_cl
+        assert (used["norm_forward_cl"] > 0 and used["pool_cl"] > 0) == uses_cl, (name, used)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="TorchInductor needs a C++ compiler")
+def test_bf16_nchw_pooling_rounds_once_even_under_autocast() -> None:
+    """The bf16 pooling sums in float32 and rounds once, whatever autocast the caller runs
+    (autocast would otherwise take its matmul to bf16 and round twice)."""
+    from exdistill.precision import autocast_scope
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 16, 32, generator=gen).bfloat16()
+    want = F.avg_pool2d(x.float(), 2).bfloat16()
+    with autocast_scope("bf16", "cpu"):
+        got = kernels.POOL(x, None)
+    assert torch.equal(got, want)
 
 
 def test_a_kernel_sees_detached_plain_tensors(monkeypatch) -> None:

@@ -88,6 +88,12 @@ class Kernel:
         # parameters, leaves and activations would each recompile it (and TorchDynamo stops
         # compiling after 8 recompiles, falling back to eager).
         args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+        # A kernel's precision is its own: the caller's bf16 autocast would round its float32
+        # intermediates (the bf16 pooling's matmul) to bf16.
+        with torch.autocast("cpu", enabled=False):
+            return self._call(*args)
+
+    def _call(self, *args: Any) -> Any:
         if not self.usable:
             return self.fn(*args)
         try:
@@ -132,13 +138,18 @@ def contiguous_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 def fused_enabled(x: torch.Tensor) -> bool:
     """Whether ``x`` may take the fused path (see the module docstring); layers also check
-    their own ``fused`` flag and that the kernels compiled. Channels-last maps take it at any
-    size: they only arise under bf16 (``FusingSequential``), where the first layer compiles."""
+    their own ``fused`` flag and that the kernels compiled. Channels-last bf16 maps take it at
+    any size: they arise under bf16 autocast (``FusingSequential``), where the first layer
+    compiles anyway; float32 channels-last maps (``method.channels_last``) keep PyTorch's
+    layers, as before."""
     return (
         torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype in FUSED_DTYPES
-        and ((x.numel() >= COMPILE_MIN_NUMEL and x.is_contiguous()) or is_channels_last(x))
+        and (
+            (x.numel() >= COMPILE_MIN_NUMEL and x.is_contiguous())
+            or (x.dtype == torch.bfloat16 and is_channels_last(x))
+        )
     )
 
 
@@ -576,13 +587,21 @@ class FusingSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         modules = list(self)
-        if self.fused and x.ndim == 4 and bf16_autocast(x):
-            # bf16 convolutions reach the bf16 units' rate only on channels-last maps (NCHW
-            # ones reorder every output): the whole stack runs channels-last, and the fused
-            # norm and pooling take that layout (docs/performance.md).
-            x = x.contiguous(memory_format=torch.channels_last)
+        # bf16 convolutions reach the bf16 units' rate only on channels-last maps (NCHW ones
+        # reorder every output): under CPU bf16 autocast a stack with the fused instance norm
+        # runs channels-last, and the fused norm and pooling take that layout
+        # (docs/performance.md). A one-channel input is both layouts at once and its
+        # convolution answers in NCHW, so every 4-d map is converted (a no-op once it is).
+        channels_last = (
+            self.fused
+            and x.ndim == 4
+            and bf16_autocast(x)
+            and any(isinstance(m, InstanceNorm) and m.fused for m in modules)
+        )
         i = 0
         while i < len(modules):
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             module = modules[i]
             following = modules[i + 1] if i + 1 < len(modules) else None
             if (
