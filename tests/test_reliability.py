@@ -118,6 +118,8 @@ def kill_resume_and_compare(
     meta = kill_when(argv, a, cache, segment)
     assert json.loads((a / "run.json").read_text())["status"] == "running"
     assert not (a / "synthetic").exists()  # the kill landed mid-distillation
+    before = json.loads((a / "checkpoint" / "checkpoint.json").read_text())["elapsed_seconds"]
+    assert before > 0  # the checkpoint holds the seconds distilled before the kill
     with quiet_env(cache):
         resume = [argv[0], "--resume", a] if by_dir else [*argv, "--out", a, "--resume"]
         code, _, err = run_cli(resume)
@@ -134,6 +136,7 @@ def kill_resume_and_compare(
     )
     metrics = json.loads((a / "metrics.json").read_text())
     assert metrics["resumed_at"] == {"segment": meta["segment"], "iteration": meta["iteration"]}
+    assert metrics["distill_seconds"] > before  # the whole run's time, not the resumed tail
     return a, b, meta
 
 

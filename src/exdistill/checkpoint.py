@@ -44,11 +44,13 @@ SLOTS = ("state-0.safetensors", "state-1.safetensors")
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the tensors, the method's meta, and how many log records it covers."""
+    """A loaded checkpoint: the tensors, the method's meta, how many log records it covers and
+    how many seconds of distillation it holds (so a resumed run's time counts them too)."""
 
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
     log_records: int = 0
+    elapsed_seconds: float = 0.0
 
 
 def checkpoint_due(done: int, total: int, every: int) -> bool:
@@ -71,10 +73,12 @@ class Checkpointer:
 
     ``log_records`` (optional) returns how many metrics-log records have been written; it is
     stored with each save so a resumed run can drop the records written after the checkpoint.
+    ``elapsed`` (optional) returns the seconds of distillation so far, stored the same way.
     """
 
     directory: Path
     log_records: Callable[[], int] | None = None
+    elapsed: Callable[[], float] | None = None
     _cache: Checkpoint | None = field(default=None, init=False, repr=False)
     _swept: bool = field(default=False, init=False, repr=False)
 
@@ -109,6 +113,7 @@ class Checkpointer:
             "tensors": slot,
             "sha256": digest,
             "log_records": self.log_records() if self.log_records else 0,
+            "elapsed_seconds": round(self.elapsed(), 3) if self.elapsed else 0.0,
             "meta": meta,
         }
         write_json(self.record_path, record)
@@ -131,6 +136,7 @@ class Checkpointer:
             or not isinstance(record.get("sha256"), str)
             or not isinstance(record.get("log_records"), int)
             or not isinstance(record.get("meta"), dict)
+            or not isinstance(record.get("elapsed_seconds", 0.0), (int, float))
         ):
             raise DataError(f"{self.record_path}: not an exdistill checkpoint record")
         path = self.directory / record["tensors"]
@@ -142,7 +148,8 @@ class Checkpointer:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise DataError(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
-        self._cache = Checkpoint(tensors, record["meta"], record["log_records"])
+        elapsed = float(record.get("elapsed_seconds", 0.0))  # absent in older checkpoints
+        self._cache = Checkpoint(tensors, record["meta"], record["log_records"], elapsed)
         return self._cache
 
     def describe(self) -> str:

@@ -356,12 +356,14 @@ def distill(
     dist.barrier()  # every rank validated ``out`` before rank 0 writes into it
     checkpoint = (Checkpointer if writes else ReadOnlyCheckpointer)(out / "checkpoint")
     resumed_at = None
+    carried = 0.0  # seconds of distillation a resumed checkpoint already holds
     if resume:
         check_same_config(out, resolved)
         if status == "done":
             return _finished(out)
         loaded = checkpoint.load()  # DataError here, before any work, if it is damaged
         resumed_at = {k: loaded.meta.get(k) for k in ("segment", "iteration")} if loaded else {}
+        carried = loaded.elapsed_seconds if loaded else 0.0
         if writes:
             truncate_log(out / "log.jsonl", loaded.log_records if loaded else 0)
             write_json(out / MARKER, {"status": "running", "resumed_at": resumed_at})
@@ -393,6 +395,9 @@ def distill(
         dist=dist,
     )
     t0, kernels_before = time.perf_counter(), kernel_calls()
+    # Checkpoints store the distillation time so far: after a resume, distill_seconds is the
+    # whole run's (the work between the last checkpoint and the kill is redone, counted once).
+    checkpoint.elapsed = lambda: carried + time.perf_counter() - t0
     try:
         with progress(spec.steps(cfg, ctx), f"distill {run.method}") as bar:
             ctx.progress = bar
@@ -403,7 +408,7 @@ def distill(
         if writes:
             write_json(out / MARKER, {"status": "failed", "error": message})
         raise NumericalError(message) from None
-    distill_seconds = time.perf_counter() - t0
+    distill_seconds = carried + time.perf_counter() - t0
     fused_calls = calls_since(kernels_before)
     cfg_hash = config_hash(cfg)  # MTT's reads its experts' manifest
 
@@ -455,7 +460,7 @@ def distill(
         metrics["update_similarity"] = update_similarity(
             result.initial_images, syn.images, syn.labels
         )
-    if resumed_at is not None:  # distill_seconds, fused_kernel_calls: this process only
+    if resumed_at is not None:  # fused_kernel_calls: this process only
         metrics["resumed_at"] = resumed_at
     if result.records:
         metrics.update(result.records)
