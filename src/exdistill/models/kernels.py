@@ -233,7 +233,13 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 
 
 def _spatial(t: torch.Tensor) -> torch.Tensor:
+    """Per-(sample, channel) statistics (N, C), broadcast over a map's positions."""
     return t[:, :, None, None]
+
+
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    """A per-channel vector (C,), widened, broadcast over a map (N, C, H, W)."""
+    return _wide(t)[None, :, None, None]
 
 
 def _norm_forward_cl(
@@ -242,10 +248,9 @@ def _norm_forward_cl(
     """(y, mean, rstd) as ``native_group_norm`` returns them (mean, rstd: (N, C) float32)."""
     xf = _wide(x)
     mean = xf.mean((2, 3))
-    var = (xf - _spatial(mean)).square().mean((2, 3))
-    rstd = torch.rsqrt(var + eps)
-    scale = _spatial(rstd) * _wide(weight)[None, :, None, None]
-    y = (xf - _spatial(mean)) * scale + _wide(bias)[None, :, None, None]
+    centered = xf - _spatial(mean)
+    rstd = torch.rsqrt(centered.square().mean((2, 3)) + eps)
+    y = centered * (_spatial(rstd) * _per_channel(weight)) + _per_channel(bias)
     return y.to(x.dtype), mean, rstd
 
 
@@ -260,7 +265,7 @@ def _norm_backward_cl(
     """(gx, gγ, gβ) as ``native_group_norm_backward`` returns them."""
     g = _wide(gy)
     xh = (_wide(x) - _spatial(mean)) * _spatial(rstd)
-    gx = _spatial(rstd) * _project_cl(g * _wide(weight)[None, :, None, None], xh)
+    gx = _spatial(rstd) * _project_cl(g * _per_channel(weight), xh)
     gw = (g * xh).sum((0, 2, 3))
     gb = g.sum((0, 2, 3))
     return gx.to(x.dtype), gw.to(weight.dtype), gb.to(weight.dtype)
@@ -285,7 +290,7 @@ def _norm_second_derivative_cl(
     r = _spatial(rstd)
     g3 = _wide(gy)
     xh = (_wide(x) - _spatial(mean)) * r
-    gamma = _wide(weight)[None, :, None, None]
+    gamma = _per_channel(weight)
     d_gy = torch.zeros_like(xh)
     d_x = torch.zeros_like(xh)
     d_w = torch.zeros(weight.shape, dtype=xh.dtype, device=xh.device)
@@ -305,11 +310,11 @@ def _norm_second_derivative_cl(
             xh * (s_ag - s_gx * s_ax * inv_m) + s_ax * _project_cl(g, xh) + s_gx * pa
         )
     if a_w is not None:
-        aw = _wide(a_w)[None, :, None, None]
+        aw = _per_channel(a_w)
         d_gy = d_gy + xh * aw
         d_x = d_x + _project_cl(g3 * aw, xh) * r
     if a_b is not None:
-        d_gy = d_gy + _wide(a_b)[None, :, None, None]
+        d_gy = d_gy + _per_channel(a_b)
     return d_gy.to(gy.dtype), d_x.to(x.dtype), d_w.to(weight.dtype)
 
 
