@@ -112,6 +112,17 @@ def run_one(args: argparse.Namespace, method: str, overrides: dict, seed: int, o
     return metrics
 
 
+def table_row(label: str, cell: dict[str, Any]) -> list[str]:
+    """One variant's row of ``sweep.md`` from its ``sweep.json`` entry."""
+    per_seed, seconds = cell["per_seed"], cell["distill_seconds"]
+    return [
+        label,
+        pct(cell["val_acc_mean"], cell["val_acc_std"]) if per_seed else "—",
+        ", ".join(f"{100 * v:.2f}" for v in per_seed.values()) or "—",
+        f"{statistics.fmean(seconds):.0f}" if seconds else "—",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -146,8 +157,10 @@ def main() -> None:
                 print(f"{label}, seed {seed}: {err}", flush=True)
     if count > 1 and index != 0:
         return
-    cells: dict[str, Any] = {}
-    rows = []
+    # Variants of earlier invocations into the same OUT stay in the table (a later run of one
+    # variant must not drop the others); this invocation's variants are recomputed from disk.
+    previous = root / "sweep.json"
+    cells: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
     for label, method, overrides in variants:
         per_seed, seconds = {}, []
         for seed in seeds:
@@ -156,30 +169,21 @@ def main() -> None:
                 continue
             m = json.loads(path.read_text())
             vals = m["models"][next(iter(m["models"]))]["val_accs"]
-            per_seed[seed] = statistics.fmean(vals)
+            per_seed[str(seed)] = statistics.fmean(vals)
             seconds.append(m.get("distill_seconds", 0.0))
         scores = list(per_seed.values())
-        mean = statistics.fmean(scores) if scores else float("nan")
-        std = statistics.pstdev(scores) if len(scores) > 1 else 0.0
         cells[label] = {
             "method": method,
             "overrides": overrides,
             "per_seed": per_seed,
-            "val_acc_mean": mean,
-            "val_acc_std": std,
+            "val_acc_mean": statistics.fmean(scores) if scores else float("nan"),
+            "val_acc_std": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
             "distill_seconds": seconds,
         }
-        rows.append(
-            [
-                label,
-                pct(mean, std) if scores else "—",
-                ", ".join(f"{100 * per_seed[s]:.2f}" for s in per_seed) or "—",
-                f"{statistics.fmean(seconds):.0f}" if seconds else "—",
-            ]
-        )
+    rows = [table_row(label, cell) for label, cell in cells.items()]
     note = (
         f"{args.dataset}, ipc {args.ipc}, preset {args.preset}, precision {args.precision}, "
-        f"seeds {args.seeds}; each seed's score is the mean validation accuracy of "
+        f"seeds as listed per row; each seed's score is the mean validation accuracy of "
         f"{args.repeats} evaluation networks (test accuracy is not read)."
     )
     header = ["variant", "val acc (%) over seeds", "per seed", "distill s"]
