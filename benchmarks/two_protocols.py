@@ -103,9 +103,7 @@ def main() -> None:
     text, means = table(args.suite, args.protocol, args.ipc)
     print(text)
     for dataset, mean in sorted(means.items()):
-        print(
-            f"\n{dataset}: the {args.protocol} protocol moves these sets by {mean:+.2f} points on average"
-        )
+        print(f"\n{dataset}: {args.protocol} moves these sets by {mean:+.2f} points on average")
     walls = json.loads((args.suite / "protocols" / args.protocol / "results.json").read_text())
     total = sum(i.get("wall_seconds", 0) for i in walls.get("invocations", []))
     print(f"\nwall time of the {args.protocol} evaluations: {total / 60:.0f} min")
