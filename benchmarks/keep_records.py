@@ -5,10 +5,12 @@
 Runs live under ``runs/`` (ignored by git), which a new machine does not have. What makes a
 table reproducible and a sweep or suite resumable is a few kilobytes per run: ``metrics.json``,
 ``run.json``, ``config.yaml`` and a sweep's ``variant.json``, plus the tables themselves
-(``*.md``, ``*.json`` at the top). This copies exactly those, keeping the layout, and never the
-images, checkpoints or plots, and nothing of a run that is not marked done. To continue a sweep
-or suite on another machine, copy the records back (``cp -r benchmarks/records/X runs/X``) and
-rerun its command: finished runs are reused and only the missing ones are computed.
+(``*.md``, ``*.json`` at the top, and beside the ``suite.json`` of a suite nested in it, such
+as ``protocols/P/`` of ``--eval-protocol``). This copies exactly those, keeping the layout, and
+never the images, checkpoints or plots, and nothing of a run that is not marked done. To continue
+a sweep or suite on another machine, copy the records back (``cp -r benchmarks/records/X
+runs/X``) and rerun its command: finished runs are reused and only the missing ones are
+computed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ def keep(src: Path, dest: Path) -> list[Path]:
         if not path.is_file() or path.stat().st_size > MAX_BYTES:
             continue
         rel = path.relative_to(src)
-        top_table = len(rel.parts) == 1 and path.suffix in (".md", ".json")
+        table = path.suffix in (".md", ".json") and path.name not in RUN_FILES
+        # the top's tables, and those of a suite nested in it (``protocols/P/``: --eval-protocol)
+        top_table = table and (len(rel.parts) == 1 or (path.parent / "suite.json").is_file())
         in_finished_run = path.name in RUN_FILES and is_finished(path.parent)
         if top_table or in_finished_run:
             target = dest / rel

@@ -71,11 +71,13 @@ def table(suite: Path, protocol: str, ipc: int = 10) -> tuple[str, dict]:
                 f"{pub[0]:.1f} ± {pub[1]:.1f}" if pub else "—",
                 f"{moved:+.2f}",
                 rest,
-                f"{(c.get('eval_seconds') or 0) / 60:.1f}",
+                # sets evaluated before `evaluate` recorded its seconds: the cell's wall time
+                f"{(c.get('eval_seconds') or c.get('wall_seconds') or 0) / 60:.1f}",
             ]
         )
     order = {m: i for i, m in enumerate(METHODS)}
-    rows.sort(key=lambda r: (r[0], order[r[1]]))
+    datasets = {"fashion-mnist": 0}  # the smaller images first, as in the README
+    rows.sort(key=lambda r: (datasets.get(r[0], 1), r[0], order[r[1]]))
     header = [
         "dataset",
         "method",
@@ -84,7 +86,7 @@ def table(suite: Path, protocol: str, ipc: int = 10) -> tuple[str, dict]:
         "published",
         f"{protocol} − quick",
         f"published − {protocol}",
-        f"{protocol} eval min",
+        f"{protocol} cell min",
     ]
     means = {d: sum(v) / len(v) for d, v in effects.items()}
     return markdown_table(header, rows), means

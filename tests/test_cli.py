@@ -208,6 +208,7 @@ def test_evaluate_a_saved_set_reproduces_the_distill_accuracy(distilled, tmp_pat
     assert (metrics["method"], metrics["dataset"], metrics["ipc"]) == ("idc", "digits", 1)
     assert metrics["synset"] == str(run / "synthetic") and metrics["protocol"] == "dc-quick"
     assert list(metrics["models"]) == ["convnet"]
+    assert metrics["eval_seconds"] > 0  # the bench's cost tables read it
     # same set, protocol, network and seed: the same accuracy, bit for bit
     original = json.loads((run / "metrics.json").read_text())
     assert metrics["test_accs"] == original["test_accs"]

@@ -549,8 +549,10 @@ def evaluate_dir(
         },
         overwrite,
     )
+    t0 = time.perf_counter()
     with autocast_scope(resolved, device):
         evals = evaluate_set(syn, dataset, protocol, repeats, seed, models, device, progress)
+    eval_seconds = round(time.perf_counter() - t0, 2)
     main = evals[models[0]].to_dict()
     metrics = {
         "synset": str(synset_dir),
@@ -564,6 +566,7 @@ def evaluate_dir(
         "test_acc_std": main["test_acc_std"],
         "test_accs": main["test_accs"],
         "models": {m: r.to_dict() for m, r in evals.items()},
+        "eval_seconds": eval_seconds,
         **hardware_record(precision, resolved),
         "library_version": __version__,
     }

@@ -572,6 +572,12 @@ def test_keep_records_copies_finished_runs_text_records_only(tmp_path):
     (resumed / "run.json").write_text('{"status": "running"}')
     (src / "sweep.md").write_text("| table |")
     (src / "idc" / "seed0.log").write_text("log")
+    # a suite nested in it (--eval-protocol): its tables, not a stray .json elsewhere
+    nested = src / "protocols" / "idc"
+    nested.mkdir(parents=True)
+    for name in ("suite.json", "results.json", "results.md"):
+        (nested / name).write_text("{}")
+    (src / "idc" / "notes.json").write_text("{}")
     written = records.keep(src, tmp_path / "kept")
     got = sorted(str(p.relative_to(tmp_path / "kept")) for p in written)
     assert got == [
@@ -579,5 +585,8 @@ def test_keep_records_copies_finished_runs_text_records_only(tmp_path):
         "idc/seed0/metrics.json",
         "idc/seed0/run.json",
         "idc/seed0/variant.json",
+        "protocols/idc/results.json",
+        "protocols/idc/results.md",
+        "protocols/idc/suite.json",
         "sweep.md",
     ]
