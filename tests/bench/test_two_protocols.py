@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "two_protocols.py"
-
-
-def _load(monkeypatch):
-    spec = importlib.util.spec_from_file_location("two_protocols_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _results(path: Path, protocol: str, cells: list[dict], wall: float = 0.0) -> None:
@@ -25,8 +14,10 @@ def _results(path: Path, protocol: str, cells: list[dict], wall: float = 0.0) ->
     (path / "results.json").write_text(json.dumps(body))
 
 
-def test_table_pairs_each_set_with_its_other_protocol_and_the_paper(tmp_path, monkeypatch):
-    bench = _load(monkeypatch)
+def test_table_pairs_each_set_with_its_other_protocol_and_paper(
+    tmp_path, monkeypatch, load_benchmark
+):
+    bench = load_benchmark("two_protocols")
     cell = {"dataset": "cifar10-jpeg", "ipc": 10}
     _results(
         tmp_path,

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "validation_sweep.py"
-
-
-def _load(monkeypatch):
-    spec = importlib.util.spec_from_file_location("validation_sweep_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _finished_run(root: Path, label: str, seed: int, val_accs: list[float]) -> None:
@@ -25,8 +14,8 @@ def _finished_run(root: Path, label: str, seed: int, val_accs: list[float]) -> N
     (run / "metrics.json").write_text(json.dumps(metrics))
 
 
-def test_report_merges_new_variants_into_the_earlier_table(tmp_path, monkeypatch):
-    sweep = _load(monkeypatch)
+def test_report_merges_new_variants_into_the_earlier_table(tmp_path, monkeypatch, load_benchmark):
+    sweep = load_benchmark("validation_sweep")
     _finished_run(tmp_path, "a", 0, [0.5, 0.7])
     _finished_run(tmp_path, "b", 0, [0.8, 0.8])
     _finished_run(tmp_path, "b", 1, [0.6, 0.6])
