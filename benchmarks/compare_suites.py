@@ -9,17 +9,9 @@ accuracy and what it saved in time, cell by cell. Prints one Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
+from exdistill.bench.records import finished_cells, load_results
 from exdistill.tables import markdown_table, pct
-
-
-def _cells(path: str) -> dict[tuple[str, int, str], dict]:
-    results = json.loads((Path(path) / "results.json").read_text())
-    return {
-        (c["dataset"], c["ipc"], c["method"]): c for c in results["cells"] if c["status"] == "done"
-    }
 
 
 def _minutes(c: dict) -> float:
@@ -33,7 +25,7 @@ def main() -> None:
     parser.add_argument("--labels", default="A,B")
     args = parser.parse_args()
     la, lb = args.labels.split(",")
-    a, b = _cells(args.a), _cells(args.b)
+    a, b = (finished_cells(load_results(p)) for p in (args.a, args.b))
     rows = []
     for key in [k for k in b if k in a]:
         ca, cb = a[key], b[key]

@@ -17,9 +17,9 @@ JPEG, and the seed.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from exdistill.bench.records import finished_cells, load_results, suite_wall_seconds
 from exdistill.tables import markdown_table, pct
 
 # Published test accuracy (%) at ipc 10, ConvNet-3, as reported in each method's paper (random
@@ -43,16 +43,11 @@ PUBLISHED: dict[tuple[str, int, str], tuple[float, float] | None] = {
 METHODS = ("random", "herding", "dm", "idc", "edd", "mtt")
 
 
-def finished(path: Path) -> dict[tuple[str, int, str], dict]:
-    results = json.loads((path / "results.json").read_text())
-    return {
-        (c["dataset"], c["ipc"], c["method"]): c for c in results["cells"] if c["status"] == "done"
-    }
-
-
 def table(suite: Path, protocol: str, ipc: int = 10) -> tuple[str, dict]:
     """The Markdown table and, per dataset, the protocol's mean effect over the rows."""
-    quick, other = finished(suite), finished(suite / "protocols" / protocol)
+    quick_results = load_results(suite)
+    quick = finished_cells(quick_results)
+    other = finished_cells(load_results(suite / "protocols" / protocol))
     rows, effects = [], {}
     for (dataset, cell_ipc, method), c in other.items():
         if cell_ipc != ipc or method not in METHODS or (dataset, ipc, method) not in quick:
@@ -81,7 +76,7 @@ def table(suite: Path, protocol: str, ipc: int = 10) -> tuple[str, dict]:
     header = [
         "dataset",
         "method",
-        f"{quick_name(suite)} (ours)",
+        f"{quick_results['suite'].get('protocol', 'suite')} (ours)",
         f"{protocol} (ours)",
         "published",
         f"{protocol} − quick",
@@ -90,10 +85,6 @@ def table(suite: Path, protocol: str, ipc: int = 10) -> tuple[str, dict]:
     ]
     means = {d: sum(v) / len(v) for d, v in effects.items()}
     return markdown_table(header, rows), means
-
-
-def quick_name(suite: Path) -> str:
-    return json.loads((suite / "results.json").read_text())["suite"].get("protocol", "suite")
 
 
 def main() -> None:
@@ -106,8 +97,8 @@ def main() -> None:
     print(text)
     for dataset, mean in sorted(means.items()):
         print(f"\n{dataset}: {args.protocol} moves these sets by {mean:+.2f} points on average")
-    walls = json.loads((args.suite / "protocols" / args.protocol / "results.json").read_text())
-    total = sum(i.get("wall_seconds", 0) for i in walls.get("invocations", []))
+    evaluated = load_results(args.suite / "protocols" / args.protocol)
+    total = suite_wall_seconds(evaluated.get("invocations", []))
     print(f"\nwall time of the {args.protocol} evaluations: {total / 60:.0f} min")
 
 

@@ -7,7 +7,9 @@ The runner writes these and the renderer reads them, so they live below both.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -56,6 +58,18 @@ class CellRecord:
 def suite_wall_seconds(invocations: list[dict[str, Any]]) -> float:
     """The suite's wall time: the bench commands that computed its cells, summed."""
     return sum(i["wall_seconds"] for i in invocations)
+
+
+def load_results(suite_dir: str | Path) -> dict[str, Any]:
+    """A suite directory's ``results.json``, as written by ``write_results``."""
+    return json.loads((Path(suite_dir) / "results.json").read_text())
+
+
+def finished_cells(results: dict[str, Any]) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """The finished cells of loaded results, keyed by (dataset, ipc, method)."""
+    return {
+        (c["dataset"], c["ipc"], c["method"]): c for c in results["cells"] if c["status"] == "done"
+    }
 
 
 def _now() -> str:
