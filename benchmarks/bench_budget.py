@@ -11,12 +11,12 @@ wrote it records them). With ``--doc`` the table replaces the text between
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
 
 from exdistill.bench import suite_wall_seconds
+from exdistill.bench.records import load_results
 from exdistill.tables import markdown_table
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("suite_dir")
     parser.add_argument("--doc", help="Markdown file with budget:start/end markers to update")
     args = parser.parse_args()
-    results = json.loads((Path(args.suite_dir) / "results.json").read_text())
+    results = load_results(args.suite_dir)
     text = table(results)
     print(text)
     if args.doc:

@@ -10,12 +10,12 @@ recomputed or edited here, so the README shows exactly what the suite measured.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 from pathlib import Path
 
 from exdistill.bench import suite_wall_seconds
+from exdistill.bench.records import finished_cells, load_results
 
 
 def _commit() -> str:
@@ -28,10 +28,10 @@ def _commit() -> str:
 
 def section(out: Path, commit: str | None = None) -> tuple[str, str]:
     """(suite name, markdown for the README) from a suite directory."""
-    results = json.loads((out / "results.json").read_text())
+    results = load_results(out)
     suite = results["suite"]
     cells = results["cells"]
-    done = [c for c in cells if c["status"] == "done"]
+    done = list(finished_cells(results).values())
     wall = sum(c.get("wall_seconds") or 0 for c in done)
     jobs = f" --jobs {results['jobs']}" if results.get("jobs", 1) > 1 else ""
     runs = results.get("invocations") or []

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from exdistill.bench.records import load_results
 from exdistill.io import write_json, write_text
 from exdistill.pipeline import RunConfig, distill
 from exdistill.tables import pct
@@ -116,7 +117,7 @@ class SuiteSource:
 
         self.args = args
         self.root = Path(args.suite)
-        record = json.loads((self.root / "results.json").read_text())
+        record = load_results(self.root)
         self.suite = SUITES.get(record["suite"]["name"])
         self.dataset = BENCH_DATASETS.get(args.dataset)
         data_dir, missing = resolve_data_dir(args.dataset, {}, args.data_root)

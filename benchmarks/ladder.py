@@ -14,11 +14,11 @@ left out (the suite is resumable; rerun this script as it fills).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 from typing import Any
 
+from exdistill.bench.records import finished_cells, load_results
 from exdistill.io import write_text
 from exdistill.tables import markdown_table, pct
 
@@ -29,13 +29,12 @@ PAIRS = (("edd", "idc"), ("edd-dm", "dm"))  # (EDD over a base, that base)
 def load_cells(out: Path) -> list[dict[str, Any]]:
     """Finished cells; those re-evaluated under another protocol (``--eval-protocol``) carry
     no distillation seconds, so the plot takes them from the suite's own cells."""
-    data = json.loads((out / "results.json").read_text())
-    cells = [c for c in data["cells"] if c["status"] == "done"]
+    cells = list(finished_cells(load_results(out)).values())
     source = out.parent.parent / "results.json" if out.parent.name == "protocols" else None
     if source is not None and source.is_file():
         seconds = {
             (c["dataset"], c["ipc"], c["method"]): c["distill_seconds"]
-            for c in json.loads(source.read_text())["cells"]
+            for c in load_results(source.parent)["cells"]
         }
         for c in cells:
             if c.get("distill_seconds") is None:

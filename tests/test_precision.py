@@ -44,7 +44,8 @@ def test_auto_is_bf16_only_where_it_is_fast():
 def test_auto_keeps_fp32_on_small_images_where_casts_cost_more():
     amx = ("amx_bf16",)
     assert resolve_precision("auto", "cpu", amx, image_size=(8, 8)) == "fp32"  # digits
-    assert resolve_precision("auto", "cpu", amx, image_size=(28, 28)) == "fp32"  # Fashion-MNIST
+    assert resolve_precision("auto", "cpu", amx, image_size=(28, 28)) == "bf16"  # Fashion-MNIST
+    assert resolve_precision("auto", "cpu", amx, image_size=(27, 28)) == "fp32"  # below the floor
     assert resolve_precision("auto", "cpu", amx, image_size=(32, 32)) == "bf16"  # CIFAR-10
     assert resolve_precision("bf16", "cpu", (), image_size=(8, 8)) == "bf16"  # asked: obeyed
     assert RunConfig().precision == "auto"

@@ -18,7 +18,7 @@ from exdistill.precision import DEFAULT_PRECISION
 MAIN_DEFAULT_OUT = "runs/edd-digits-ipc10"
 PRECISION_HELP = (
     "auto (default: bf16 where the device runs it fast, CUDA or a CPU with AMX-BF16 or "
-    "AVX512-BF16 on images of at least 32×32, else fp32), fp32 or bf16; every loop of the run"
+    "AVX512-BF16 on images of at least 28×28, else fp32), fp32 or bf16; every loop of the run"
 )
 
 

@@ -13,8 +13,8 @@ CUDA with bf16 support, or a CPU whose flags include AMX-BF16 or AVX512-BF16 (re
 ``/proc/cpuinfo``, never assumed) working on images of at least ``AUTO_MIN_PIXELS`` pixels.
 Accuracy parity (validation, IDC, EDD and DM, Fashion-MNIST and CIFAR-10, two seeds each):
 every bf16 − fp32 difference within the evaluation std. Speed on a 2-core Xeon with
-``amx_bf16``: CIFAR-10 IDC 1.22×, EDD 1.53×; the main job on 8×8 digits 0.84× (hence the pixel
-floor); the matching step at width 128 1.97× the fp32 reference loop at one thread (1.72× at
+``amx_bf16``: CIFAR-10 IDC 1.22×, EDD 1.53×; Fashion-MNIST IDC 1.54×, EDD 1.37× (distillation);
+the main job on 8×8 digits 0.84× (hence the pixel floor); the matching step at width 128 1.97× the fp32 reference loop at one thread (1.72× at
 two), evaluation training 1.52× (``benchmarks/matching_speed.py``, ``benchmarks/train_speed.py``;
 docs/performance.md).
 NCHW bf16 convolutions do not reach the AMX rate, which is where the speed is still to be had.
@@ -36,8 +36,9 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # instructions that make bf16 fast
 # On CPU, ``auto`` keeps fp32 for images smaller than this many pixels: there the casts cost
 # more than the bf16 units save. Measured (docs/performance.md): the main job (digits, 8×8)
 # took 96 s under bf16 against 81 s in fp32; CIFAR-10 (32×32) IDC 166 s against 205 s and EDD
-# 353 s against 545 s.
-AUTO_MIN_PIXELS = 32 * 32
+# 353 s against 545 s; Fashion-MNIST (28×28, padded to 32×32 by the first conv) distillation
+# IDC 183 s against 281 s and EDD 397 s against 545 s (one thread each, side by side, idle).
+AUTO_MIN_PIXELS = 28 * 28
 
 
 def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...]:
