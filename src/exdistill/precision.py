@@ -14,9 +14,9 @@ CUDA with bf16 support, or a CPU whose flags include AMX-BF16 or AVX512-BF16 (re
 Accuracy parity (validation, IDC, EDD and DM, Fashion-MNIST and CIFAR-10, two seeds each):
 every bf16 − fp32 difference within the evaluation std. Speed on a 2-core Xeon with
 ``amx_bf16``: CIFAR-10 IDC 1.22×, EDD 1.53×; Fashion-MNIST IDC 1.54×, EDD 1.37× (distillation);
-the main job on 8×8 digits 0.84× (hence the pixel floor); the matching step at width 128 1.97× the fp32 reference loop at one thread (1.72× at
-two), evaluation training 1.52× (``benchmarks/matching_speed.py``, ``benchmarks/train_speed.py``;
-docs/performance.md).
+the main job on 8×8 digits 0.84× (hence the pixel floor); the matching step at width 128 1.97×
+the fp32 reference loop at one thread (1.72× at two), evaluation training 1.52×
+(``benchmarks/matching_speed.py``, ``benchmarks/train_speed.py``; docs/performance.md).
 NCHW bf16 convolutions do not reach the AMX rate, which is where the speed is still to be had.
 """
 
